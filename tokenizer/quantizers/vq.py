@@ -1,0 +1,196 @@
+"""Vector quantization (van den Oord et al. 2017, "Neural Discrete Representation Learning").
+
+Each latent ``z`` (after an optional projection to ``codebook_dim``) is replaced by its nearest code
+``e_k``, ``k = argmin_k d(z, e_k)`` (``kernels.nearest_code``), with a straight-through gradient.
+
+Codebook learning, ``update``:
+- ``"ema"``: the codebook follows exponential moving averages of the latents assigned to each code
+  (``kernels.codebook_stats`` + ``kernels.ema_apply_``); loss = ``commitment_weight * ||z - sg(e)||^2``.
+- ``"grad"``: the codebook is a parameter; loss = ``codebook_weight * ||sg(z) - e||^2 +
+  commitment_weight * ||z - sg(e)||^2``.
+
+``metric="cosine"`` l2-normalises latents and codes (as in ViT-VQGAN / LlamaGen's low-dim codebooks).
+The first training batch can initialise the codebook by k-means; codes whose share of the EMA counts
+falls below ``dead_code_threshold`` times the uniform share are re-seeded from current latents.
+Under torch.distributed, statistics are all-reduced and k-means seeds and re-seeded codes come from
+rank 0, so every rank holds the same codebook.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+import kernels
+
+from .. import _distributed
+from .base import (
+    Quantizer,
+    QuantizerOutput,
+    fp32,
+    from_rows,
+    projection,
+    straight_through,
+    to_rows,
+    usage_metrics,
+)
+
+
+@dataclass(frozen=True)
+class VQConfig:
+    codebook_size: int  # K, the vocabulary
+    dim: int  # channels of the latents fed in
+    codebook_dim: int | None = None  # None: dim; smaller: low-dim codebook behind linear projections
+    metric: Literal["l2", "cosine"] = "l2"
+    update: Literal["ema", "grad"] = "ema"
+    decay: float = 0.99  # EMA decay of the codebook statistics
+    eps: float = 1e-5  # Laplace smoothing of the EMA counts
+    commitment_weight: float = 0.25  # beta in VQ-VAE
+    codebook_weight: float = 1.0  # weight of ||sg(z) - e||^2 when update="grad"
+    kmeans_init: bool = True  # initialise from the first training batch by k-means
+    kmeans_iters: int = 10
+    dead_code_threshold: float = 0.03  # dead when EMA share < threshold / K; 0 disables restarts
+
+    def __post_init__(self) -> None:
+        for name in ("codebook_size", "dim"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.codebook_dim is not None and self.codebook_dim < 1:
+            raise ValueError(f"codebook_dim must be at least 1 or None, got {self.codebook_dim}")
+        if self.metric not in ("l2", "cosine"):
+            raise ValueError(f"metric must be 'l2' or 'cosine', got {self.metric!r}")
+        if self.update not in ("ema", "grad"):
+            raise ValueError(f"update must be 'ema' or 'grad', got {self.update!r}")
+        if not 0.0 <= self.decay < 1.0:
+            raise ValueError(f"decay must lie in [0, 1), got {self.decay}")
+        if self.dead_code_threshold < 0:
+            raise ValueError(f"dead_code_threshold must be >= 0, got {self.dead_code_threshold}")
+
+
+class VectorQuantizer(Quantizer):
+    def __init__(self, config: VQConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.codebook_size = config.codebook_size
+        self.dim = config.dim
+        code_dim = config.codebook_dim or config.dim
+        self.in_proj = projection(config.dim, code_dim)
+        self.out_proj = projection(code_dim, config.dim)
+        codebook = torch.randn(config.codebook_size, code_dim)
+        if config.metric == "cosine":
+            codebook = F.normalize(codebook, dim=1)
+        if config.update == "grad":
+            self.codebook = torch.nn.Parameter(codebook)
+        else:
+            self.register_buffer("codebook", codebook)
+            self.register_buffer("embed_sum", codebook.clone())
+        self.register_buffer("cluster_size", torch.ones(config.codebook_size))
+        self.register_buffer("initialized", torch.tensor(not config.kmeans_init))
+
+    def forward(self, x: torch.Tensor) -> QuantizerOutput:
+        self.check_input(x)
+        with fp32(x.device):
+            z = self._normalize(self.in_proj(to_rows(x)))
+            if self.training and not bool(self.initialized):
+                self._kmeans_init(z.detach())
+            index = kernels.nearest_code(z.detach(), self.codebook.detach(), metric=self.config.metric)
+            codes = F.embedding(index.clamp_min(0), self.codebook)  # -1 (non-finite rows) -> code 0
+            loss = self.config.commitment_weight * F.mse_loss(z, codes.detach())
+            if self.config.update == "grad":
+                loss = loss + self.config.codebook_weight * F.mse_loss(codes, z.detach())
+            if self.training:
+                self._update_codebook(z.detach(), index)
+            quantized = from_rows(self.out_proj(straight_through(z, codes)), x.shape)
+        indices = index.view(x.shape[0], *x.shape[2:])
+        metrics = usage_metrics(indices, self.codebook_size)
+        metrics["dead_codes"] = self.dead_codes()
+        return QuantizerOutput(quantized, indices, loss, metrics)
+
+    def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
+        with fp32(indices.device):
+            rows = self.out_proj(F.embedding(indices.reshape(-1), self.codebook))
+            return rows.reshape(*indices.shape, self.dim).movedim(-1, 1)
+
+    def _normalize(self, t: torch.Tensor) -> torch.Tensor:
+        return F.normalize(t, dim=-1) if self.config.metric == "cosine" else t
+
+    @torch.no_grad()
+    def _kmeans_init(self, z: torch.Tensor) -> None:
+        """k-means on the batch: seeds by D^2 sampling on rank 0, Lloyd steps on every rank's data."""
+        if z.shape[0] == 0:
+            return
+        k = self.codebook_size
+        if _distributed.rank() == 0:
+            centroids = self._seed_centroids(z)
+        else:
+            centroids = torch.empty(k, z.shape[1], device=z.device)
+        _distributed.broadcast_(centroids)
+        counts = torch.zeros(k, device=z.device)
+        for _ in range(self.config.kmeans_iters):
+            index = kernels.nearest_code(z, centroids, metric=self.config.metric)
+            counts, sums = kernels.codebook_stats(z, index, k)
+            _distributed.all_reduce_sum_(counts, sums)
+            used = counts > 0
+            centroids[used] = self._normalize(sums[used] / counts[used, None])
+        self.codebook.data.copy_(centroids)
+        self.cluster_size.copy_(counts)
+        if self.config.update == "ema":
+            self.embed_sum.copy_(centroids * counts[:, None])
+        self.initialized.fill_(True)
+
+    def _seed_centroids(self, z: torch.Tensor, rounds: int = 16) -> torch.Tensor:
+        """k-means++ seeding, batched: up to ``rounds`` draws of latents with probability proportional
+        to the squared distance to the nearest seed so far (one draw per seed when K <= rounds)."""
+        k, metric = self.codebook_size, self.config.metric
+        finite = torch.isfinite(z).all(1).float()
+        weights = finite if finite.sum() > 0 else torch.ones_like(finite)
+        seeds = z[torch.multinomial(weights, 1)]
+        nearest = torch.full_like(weights, float("inf"))
+        per_round = -(-(k - 1) // max(1, min(rounds, k) - 1)) if k > 1 else 0
+        while seeds.shape[0] < k:
+            _, distance = kernels.nearest_code(z, seeds[-per_round:], metric=metric, return_distance=True)
+            nearest = torch.minimum(nearest, torch.nan_to_num(distance, nan=0.0))
+            weights = nearest * finite
+            if weights.sum() <= 0:
+                weights = finite if finite.sum() > 0 else torch.ones_like(finite)
+            take = min(per_round, k - seeds.shape[0])
+            pick = torch.multinomial(weights, take, replacement=bool((weights > 0).sum() < take))
+            seeds = torch.cat([seeds, z[pick]])
+        return seeds.contiguous()
+
+    @torch.no_grad()
+    def _update_codebook(self, z: torch.Tensor, index: torch.Tensor) -> None:
+        cfg = self.config
+        counts, sums = kernels.codebook_stats(z, index, self.codebook_size)
+        if cfg.update == "ema":
+            _distributed.all_reduce_sum_(counts, sums)
+            new = kernels.ema_apply_(self.cluster_size, self.embed_sum, counts, sums, decay=cfg.decay, eps=cfg.eps)
+            self.codebook.copy_(self._normalize(new))
+        else:
+            _distributed.all_reduce_sum_(counts)
+            self.cluster_size.mul_(cfg.decay).add_(counts, alpha=1.0 - cfg.decay)
+        self._restart_dead_codes(z)
+
+    def dead_codes(self) -> torch.Tensor:
+        """How many codes are dead now: EMA share of assignments under ``dead_code_threshold / K``."""
+        return self._dead_mask().sum().float()
+
+    def _dead_mask(self) -> torch.Tensor:
+        return self.cluster_size < self.config.dead_code_threshold * self.cluster_size.mean()
+
+    @torch.no_grad()
+    def _restart_dead_codes(self, z: torch.Tensor) -> None:
+        """Re-seed dead codes with random latents of rank 0's batch and a fair (mean) count."""
+        dead = self._dead_mask()
+        if self.config.dead_code_threshold == 0 or not bool(dead.any()):
+            return
+        pick = torch.randint(0, z.shape[0], (self.codebook_size,), device=z.device)
+        seeds = _distributed.broadcast_(z[pick].contiguous())
+        fair = self.cluster_size.mean()
+        self.codebook.data[dead] = seeds[dead]
+        self.cluster_size[dead] = fair
+        if self.config.update == "ema":
+            self.embed_sum[dead] = seeds[dead] * fair
