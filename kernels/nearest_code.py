@@ -81,20 +81,13 @@ def nearest_code_torch(
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Vectorised PyTorch path over bounded blocks of rows x codes (any device)."""
     n = z.shape[0]
-    num_codes = codebook.shape[0]
     codes = codebook.float()
     if cosine:
         codes = F.normalize(codes, dim=1)
-    # Pad K to whole groups with codes at infinite distance; split the transposed codebook into
-    # contiguous column chunks so every addmm reads dense memory.
-    chunk = min(-(-num_codes // _GROUP) * _GROUP, 16384)
-    padded = -(-num_codes // chunk) * chunk
-    codes_t = F.pad(codes, (0, 0, 0, padded - num_codes)).T.contiguous()
-    codes_sq = F.pad((codes * codes).sum(1), (0, padded - num_codes), value=float("inf"))
-    chunks = [(k0, codes_t[:, k0 : k0 + chunk].contiguous(), codes_sq[k0 : k0 + chunk]) for k0 in range(0, padded, chunk)]
-
-    rows = max(1, min(n, CPU_BLOCK_BYTES // (4 * chunk)))
-    block = torch.empty(rows, chunk, device=z.device)
+    chunks = _code_chunks(codes, width=16384)
+    widest = chunks[0][1].shape[1]
+    rows = max(1, min(n, CPU_BLOCK_BYTES // (4 * widest)))
+    buffer = torch.empty(rows * widest, device=z.device)
     index = torch.empty(n, dtype=torch.int64, device=z.device)
     distance = torch.empty(n, device=z.device) if return_distance else None
     for r0 in range(0, n, rows):
@@ -105,7 +98,8 @@ def nearest_code_torch(
         best = torch.full((m,), float("inf"), device=z.device)
         best_index = torch.zeros(m, dtype=torch.int64, device=z.device)
         for k0, codes_chunk, sq_chunk in chunks:
-            dist = torch.addmm(sq_chunk, zc, codes_chunk, beta=1.0, alpha=-2.0, out=block[:m])
+            block = buffer[: m * codes_chunk.shape[1]].view(m, -1)
+            dist = torch.addmm(sq_chunk, zc, codes_chunk, beta=1.0, alpha=-2.0, out=block)
             value, where = _first_min(dist)
             better = value < best
             best = torch.where(better, value, best)
@@ -116,6 +110,18 @@ def nearest_code_torch(
             exact = (best + (zc * zc).sum(1)).clamp_min_(0.0)
             distance[r0 : r0 + m] = torch.where(finite, exact, float("nan"))
     return index, distance
+
+
+def _code_chunks(codes: torch.Tensor, width: int) -> list[tuple[int, torch.Tensor, torch.Tensor]]:
+    """``(first code, codes^T [D, w], ||codes||^2 [w])`` per run of at most ``width`` codes, each
+    padded to whole ``_GROUP``s with codes at infinite distance (they never win)."""
+    chunks = []
+    for k0 in range(0, codes.shape[0], width):
+        block = codes[k0 : k0 + width]
+        pad = -block.shape[0] % _GROUP
+        squared = F.pad((block * block).sum(1), (0, pad), value=float("inf"))
+        chunks.append((k0, F.pad(block, (0, 0, 0, pad)).T.contiguous(), squared))
+    return chunks
 
 
 def _first_min(dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
