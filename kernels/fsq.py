@@ -9,8 +9,8 @@ Math, per channel i with L_i levels, always in fp32:
     index  = sum_i (q_i + L_i // 2) * prod_{j<i} L_j
 
 Gradient: straight through the rounding only, so
-``d codes / d z = half / (L // 2) * (1 - tanh(z + shift)^2)``. Both paths save only ``z`` for the
-backward pass and recompute the tanh there.
+``d codes / d z = half / (L // 2) * (1 - tanh(z + shift)^2)``. The Triton path saves only ``z`` and
+recomputes the tanh in its backward kernel; the PyTorch path saves the tanh.
 
 Non-finite input: +-Inf saturates to the extreme level; a position with NaN in any channel gets
 NaN codes and index -1.
@@ -98,21 +98,23 @@ def fsq_indices_to_codes(indices: torch.Tensor, levels: Sequence[int]) -> torch.
 
 
 class FSQTorchFunction(torch.autograd.Function):
-    """PyTorch path: vectorised fp32 forward, analytic straight-through backward."""
+    """PyTorch path: fp32 forward with in-place steps, analytic straight-through backward."""
 
     @staticmethod
     def forward(ctx, z: torch.Tensor, consts: FSQConstants) -> tuple[torch.Tensor, torch.Tensor]:
-        q = torch.round(torch.tanh(z.float() + consts.shift) * consts.half - consts.offset)
-        digits = torch.nan_to_num(q, nan=0.0).long() + consts.half_width
-        indices = torch.where(torch.isnan(q).any(-1), -1, (digits * consts.basis).sum(-1))
-        ctx.save_for_backward(z)
+        t = torch.tanh(z.float() + consts.shift)
+        q = (t * consts.half).sub_(consts.offset).round_()
+        digits = q.long().add_(consts.half_width).mul_(consts.basis)
+        indices = torch.where(torch.isnan(z).any(-1), -1, digits.sum(-1))
+        ctx.save_for_backward(t)
         ctx.consts = consts
+        ctx.z_dtype = z.dtype
         ctx.mark_non_differentiable(indices)
-        return q * consts.scale, indices
+        return q.mul_(consts.scale), indices
 
     @staticmethod
     def backward(ctx, grad_codes: torch.Tensor, _grad_indices: torch.Tensor | None):
-        (z,) = ctx.saved_tensors
+        (t,) = ctx.saved_tensors
         c = ctx.consts
-        t = torch.tanh(z.float() + c.shift)
-        return (grad_codes * (c.half * c.scale) * (1.0 - t * t)).to(z.dtype), None
+        grad = (1.0 - t * t).mul_(c.half * c.scale).mul_(grad_codes)
+        return grad.to(ctx.z_dtype), None
