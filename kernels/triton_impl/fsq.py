@@ -46,7 +46,7 @@ def _fsq_forward_kernel(
     q = (bounded + MAGIC) - MAGIC
     tl.store(codes_ptr + offs, q * scale[None, :], mask=mask)
 
-    is_nan = q != q
+    is_nan = q != q  # noqa: PLR0124 -- NaN test inside a Triton kernel
     digits = tl.where(is_nan, 0.0, q).to(tl.int64) + half_width[None, :]
     index = tl.sum(tl.where(mask, digits * basis[None, :], 0), axis=1)
     any_nan = tl.sum((is_nan & mask).to(tl.int32), axis=1) > 0

@@ -50,7 +50,7 @@ def _nearest_code_kernel(
         mask = row_ok[:, None] & ((d0 + dims) < D)[None, :]
         zt = tl.load(z_ptr + row_base[:, None] + d0 + dims[None, :], mask=mask, other=0.0).to(tl.float32)
         z_sq += tl.sum(zt * zt, axis=1)
-        non_finite += tl.sum(((zt != zt) | (tl.abs(zt) == float("inf"))).to(tl.int32), axis=1)
+        non_finite += tl.sum(((zt != zt) | (tl.abs(zt) == float("inf"))).to(tl.int32), axis=1)  # noqa: PLR0124
 
     # Rows holding NaN/Inf are read as zeros (their result is overwritten below), so every
     # distance stays finite and the running minimum never sees NaN.
@@ -96,7 +96,7 @@ def _nearest_code_kernel(
     out = pid_split.to(tl.int64) * N + rows
     tl.store(best_ptr + out, tl.where(finite, best, float("nan")), mask=row_ok)
     tl.store(index_ptr + out, tl.where(finite, best_index, -1).to(tl.int64), mask=row_ok)
-    if WRITE_Z_SQ:
+    if WRITE_Z_SQ:  # noqa: SIM102 -- a compile-time branch around a runtime one
         if pid_split == 0:
             tl.store(z_sq_ptr + rows, z_sq, mask=row_ok)
 
@@ -105,7 +105,14 @@ def _config(dim: int) -> dict:
     """Tile sizes: one D block up to 64 channels (latents stay in registers), else 64-wide D steps."""
     block_d = max(16, triton.next_power_of_2(dim))
     if block_d <= 64:
-        return {"BLOCK_N": 128, "BLOCK_K": 128, "BLOCK_D": block_d, "ONE_D_BLOCK": True, "num_warps": 8, "num_stages": 3}
+        return {
+            "BLOCK_N": 128,
+            "BLOCK_K": 128,
+            "BLOCK_D": block_d,
+            "ONE_D_BLOCK": True,
+            "num_warps": 8,
+            "num_stages": 3,
+        }
     return {"BLOCK_N": 128, "BLOCK_K": 64, "BLOCK_D": 64, "ONE_D_BLOCK": False, "num_warps": 8, "num_stages": 3}
 
 

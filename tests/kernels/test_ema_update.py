@@ -122,4 +122,6 @@ class TestBadInput:
         with pytest.raises(ValueError, match="z has D=2 but embed_sum has D=3"):
             kernels.ema_update_(torch.zeros(3), torch.zeros(3, 3), z, idx, decay=0.9)
         with pytest.raises(ValueError, match="counts .* and sums .* must match"):
-            kernels.ema_apply_(torch.zeros(3), torch.zeros(3, 2), torch.zeros(4), torch.zeros(3, 2), decay=0.9, eps=1e-5)
+            kernels.ema_apply_(
+                torch.zeros(3), torch.zeros(3, 2), torch.zeros(4), torch.zeros(3, 2), decay=0.9, eps=1e-5
+            )

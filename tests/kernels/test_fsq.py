@@ -71,7 +71,9 @@ def test_every_code_round_trips(path, levels):
     codes, indices = kernels.fsq_quantize(z, levels)
     assert torch.equal(indices.cpu(), all_indices)
     assert torch.equal(kernels.fsq_indices_to_codes(indices, levels), codes)
-    assert torch.equal(kernels.fsq_indices_to_codes(indices, levels).cpu(), reference.fsq_indices_to_codes(all_indices, levels))
+    assert torch.equal(
+        kernels.fsq_indices_to_codes(indices, levels).cpu(), reference.fsq_indices_to_codes(all_indices, levels)
+    )
 
 
 @pytest.mark.parametrize("levels", LEVEL_SETS[:5], ids=str)

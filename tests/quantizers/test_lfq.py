@@ -17,7 +17,7 @@ def _direct_entropy_terms(z: torch.Tensor, temperature: float):
     """Per-sample and codebook entropy from the full N x 2^d softmax over all sign codes."""
     d = z.shape[1]
     codes = ((torch.arange(2**d)[:, None] >> torch.arange(d)) & 1).double() * 2 - 1
-    logits = -torch.cdist(z.double(), codes) ** 2 / temperature
+    logits = -(torch.cdist(z.double(), codes) ** 2) / temperature
     p = logits.softmax(dim=1)
     per_sample = -(p * logits.log_softmax(dim=1)).sum(1).mean()
     avg = p.mean(0)

@@ -1,0 +1,148 @@
+"""Side-by-side report: each kernel (and, with --peers, each quantizer) against what it replaces.
+
+    python benchmarks/report.py [--quick] [--peers] [--markdown PATH]
+
+Times are the best of a few synchronised calls after a warm-up; peak memory is measured on a
+separate call (CPU: growth of the process's resident-set high-water mark; CUDA: max allocated).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))
+
+from _measure import machine_lines, peak_memory_bytes, time_runs
+
+import kernels
+from kernels import reference
+
+
+@dataclass
+class Case:
+    op: str
+    shape: str
+    ours: Callable[[], Any]
+    baselines: list[tuple[str, Callable[[], Any]]]
+
+
+def kernel_cases(device: torch.device, quick: bool) -> list[Case]:
+    n, k, d = (8192, 4096, 8) if quick else (65536, 16384, 8)
+    z, codebook = torch.randn(n, d, device=device), torch.randn(k, d, device=device)
+    zc, cc = torch.randn(n // 4, 32, device=device), torch.randn(k // 4, 32, device=device)
+    z_stats = torch.randn(65536, 32, device=device)
+    idx = torch.randint(0, 1024, (65536,), device=device)
+    rows = (1 << 18) if quick else (1 << 20)
+    z_fsq = torch.randn(rows, 4, device=device, requires_grad=True)
+    grad = torch.randn(rows, 4, device=device)
+
+    def fsq_step(fn):
+        return lambda: torch.autograd.grad(fn(z_fsq, (8, 5, 5, 5))[0], z_fsq, grad)
+
+    return [
+        Case(
+            "nearest_code",
+            f"N={n} K={k} D={d}",
+            lambda: kernels.nearest_code(z, codebook),
+            [
+                ("cdist+argmin", lambda: torch.cdist(z, codebook).argmin(1)),
+                ("reference", lambda: reference.nearest_code(z, codebook)),
+            ],
+        ),
+        Case(
+            "nearest_code cosine",
+            f"N={n // 4} K={k // 4} D=32",
+            lambda: kernels.nearest_code(zc, cc, metric="cosine"),
+            [("reference", lambda: reference.nearest_code(zc, cc, metric="cosine"))],
+        ),
+        Case(
+            "codebook_stats",
+            "N=65536 K=1024 D=32",
+            lambda: kernels.codebook_stats(z_stats, idx, 1024),
+            [("one-hot reference", lambda: reference.codebook_stats(z_stats, idx, 1024))],
+        ),
+        Case(
+            "fsq fwd+bwd",
+            f"rows={rows} levels=8,5,5,5",
+            fsq_step(kernels.fsq_quantize),
+            [("autograd reference", fsq_step(reference.fsq_quantize))],
+        ),
+    ]
+
+
+def peer_cases(device: torch.device) -> list[Case]:
+    from bench_quantizers import lfq_step, vq_step
+
+    return [
+        Case(
+            "VQ train fwd",
+            "K=16384 D=8 N=16384",
+            vq_step("ours", device),
+            [("vector-quantize-pytorch", vq_step("theirs", device))],
+        ),
+        Case(
+            "LFQ fwd+bwd",
+            "d=14, 16x14x32x32",
+            lfq_step("ours", device),
+            [("vector-quantize-pytorch", lfq_step("theirs", device))],
+        ),
+    ]
+
+
+def measure(fn: Callable[[], Any], device: torch.device, repeats: int) -> tuple[float, float]:
+    """Best of ``repeats`` timed calls (the memory call doubles as warm-up), and peak MiB."""
+    _, peak = peak_memory_bytes(fn, device)
+    return min(time_runs(fn, device, rounds=repeats)), (peak or 0) / 2**20
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smaller shapes (seconds, not minutes)")
+    parser.add_argument("--peers", action="store_true", help="also compare quantizers with vector-quantize-pytorch")
+    parser.add_argument("--markdown", type=Path, help="also write the table as markdown to this file")
+    args = parser.parse_args(argv)
+
+    torch.manual_seed(0)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    repeats = 2 if device.type == "cpu" and not args.quick else 3
+    cases = kernel_cases(device, args.quick) + (peer_cases(device) if args.peers else [])
+    print("\n".join(machine_lines(device)) + "\n")
+    header = ["op", "shape", "vs", "ours ms", "theirs ms", "speed-up", "ours MiB", "theirs MiB", "memory"]
+    table = []
+    for case in cases:
+        ours_t, ours_m = measure(case.ours, device, repeats)
+        for name, fn in case.baselines:
+            theirs_t, theirs_m = measure(fn, device, repeats)
+            ratio = (
+                f"1/{theirs_m / ours_m:.0f}"
+                if ours_m > 0.5 and theirs_m > ours_m
+                else f"{ours_m / max(theirs_m, 1e-9):.2f}x"
+            )
+            table.append([
+                case.op, case.shape, name, f"{ours_t * 1e3:.1f}", f"{theirs_t * 1e3:.1f}",
+                f"{theirs_t / ours_t:.1f}x", f"{ours_m:.0f}", f"{theirs_m:.0f}", ratio,
+            ])  # fmt: skip
+            print("  ".join(table[-1]), flush=True)
+    widths = [max(len(row[i]) for row in [header, *table]) for i in range(len(header))]
+    print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    if args.markdown:
+        lines = [*(f"    {line}" for line in machine_lines(device)), "", "| " + " | ".join(header) + " |"]
+        lines.append("|" + "---|" * len(header))
+        lines += ["| " + " | ".join(row) + " |" for row in table]
+        args.markdown.write_text("\n".join(lines) + "\n")
+        print(f"\nmarkdown written to {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
