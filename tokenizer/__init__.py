@@ -1,3 +1,7 @@
 """Image and video tokenizers for transformers, on the fused kernels of the ``kernels`` package."""
 
+from .models import Tokenizer, TokenizerConfig
+
 __version__ = "0.1.0"
+
+__all__ = ["Tokenizer", "TokenizerConfig", "__version__"]

@@ -1,0 +1,177 @@
+"""The trainer end to end on tiny models: exact resume, DDP equality, overfitting real photos, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from tokenizer import cli
+from tokenizer.checkpoints import list_checkpoints
+from tokenizer.models import Tokenizer
+from tokenizer.train import Trainer, lr_factor
+from tokenizer.train_config import DataConfig, OptimConfig
+
+from .conftest import tiny_config
+
+
+def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
+    state = {f"model.{k}": v for k, v in trainer.model.state_dict().items()}
+    state.update({f"loss.{k}": v for k, v in trainer.loss.state_dict().items() if not k.startswith("perceptual.")})
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+def _assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"tensors differ: {different[:5]}"
+
+
+def test_resume_is_bit_identical(tmp_path, photos):
+    straight = Trainer(tiny_config(tmp_path / "straight", photos))
+    straight.train()
+
+    first = Trainer(tiny_config(tmp_path / "split", photos, checkpoint_every=100))
+    first.train(until=5)
+    assert [step for step, _ in list_checkpoints(tmp_path / "split")] == [5]
+    second = Trainer(tiny_config(tmp_path / "split", photos, checkpoint_every=100), resume=True)
+    assert second.step == 5
+    second.train()
+
+    assert second.step == straight.step == 10
+    _assert_identical(_weights(straight), _weights(second))
+    # The GAN was on for steps 3..9 (disc_start=3), so the discriminator really trained and was restored.
+    records = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
+    assert any(r["kind"] == "train" and r["step"] > 3 and r["d_loss"] != 0 for r in records)
+    assert Trainer(tiny_config(tmp_path / "fresh", photos)).step == 0
+
+
+def test_resume_refuses_a_changed_config(tmp_path, photos):
+    Trainer(tiny_config(tmp_path / "run", photos)).train(until=1)
+    changed = tiny_config(tmp_path / "run", photos, optim=OptimConfig(lr=1e-3, warmup_steps=2))
+    with pytest.raises(ValueError, match="optim"):
+        Trainer(changed, resume=True)
+
+
+def test_checkpoints_rotate_and_load_as_models(tmp_path, photos):
+    trainer = Trainer(tiny_config(tmp_path / "run", photos, steps=6, checkpoint_every=2, ema_decay=0.5))
+    trainer.train()
+    found = list_checkpoints(tmp_path / "run")
+    assert [step for step, _ in found] == [4, 6]  # keep_checkpoints=2
+    assert not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))
+    folder = found[-1][1]
+    loaded = Tokenizer.from_pretrained(folder)
+    _assert_identical(loaded.state_dict(), trainer.model.state_dict())
+    ema = Tokenizer.from_pretrained(folder / "ema")
+    _assert_identical(ema.state_dict(), trainer.ema.state_dict())
+    assert not all(torch.equal(a, b) for a, b in zip(ema.parameters(), loaded.parameters()))
+
+
+def test_evaluation_writes_metrics_and_a_grid(tmp_path, photos):
+    Trainer(tiny_config(tmp_path / "run", photos, steps=5)).train()
+    records = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [5]
+    assert {"psnr", "ssim", "code_usage", "perplexity"} <= evals[0].keys()
+    assert 0 < evals[0]["code_usage"] <= 1
+    grid = Image.open(tmp_path / "run" / "samples" / "step-00000005.png")
+    assert grid.size == (4 * 32, 2 * 32)  # four originals over four reconstructions
+
+
+def test_overfitting_real_photos_raises_psnr(tmp_path, photos):
+    config = tiny_config(
+        tmp_path / "run",
+        photos,
+        steps=120,
+        batch_size=8,
+        eval_every=1000,
+        eval_images=8,
+        checkpoint_every=1000,
+        loss=dataclasses.replace(tiny_config(tmp_path, photos).loss, disc_start=10_000),
+        data=DataConfig(train=(str(photos),), size=32, random_crop=False, flip=False, max_zoom=1.0),
+        optim=OptimConfig(lr=3e-3, warmup_steps=5, min_lr_ratio=0.3),
+    )
+    trainer = Trainer(config)
+    before = trainer.evaluate()["psnr"]
+    trainer.train()
+    after = trainer.evaluate()["psnr"]
+    assert after > before + 6.0, (before, after)
+    assert after > 18.0, after
+
+
+def test_a_corrupt_image_is_skipped_not_fatal(tmp_path, photos, caplog):
+    (photos / "broken.png").write_bytes(Image.open(next(photos.glob("*.png"))).tobytes()[:500])
+    (photos / "truncated.png").write_bytes((photos / "astronaut.png").read_bytes()[:300])
+    with caplog.at_level(logging.WARNING):
+        Trainer(tiny_config(tmp_path / "run", photos, steps=12, batch_size=4, eval_images=0)).train()
+    assert "broken.png" in caplog.text or "truncated.png" in caplog.text
+
+
+def test_lr_schedule_warms_up_then_decays():
+    factors = [lr_factor(s, warmup=4, total=20, min_ratio=0.1) for s in range(20)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in itertools.pairwise(factors[4:]))
+    assert factors[-1] == pytest.approx(0.1, abs=0.01)
+
+
+def test_cli_trains_and_resumes(tmp_path, photos):
+    config = tiny_config(tmp_path / "unused", photos, steps=4, eval_every=100, checkpoint_every=100)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config.to_dict()))
+    out = tmp_path / "cli-run"
+    assert cli.main(["train", "--config", str(path), "--out-dir", str(out), "--until", "2"]) == 0
+    assert [s for s, _ in list_checkpoints(out)] == [2]
+    assert cli.main(["train", "--config", str(path), "--out-dir", str(out), "--resume"]) == 0
+    assert [s for s, _ in list_checkpoints(out)] == [2, 4]
+
+
+# -- two processes on gloo ---------------------------------------------------------------------------
+
+
+def _ddp_config(out_dir: Path, photos: Path, batch_size: int):
+    """k-means seeding and dead-code restarts draw from rank 0's batch, so a one-process run would seed
+    differently; without them both runs compute the same thing."""
+    config = tiny_config(out_dir, photos, steps=4, batch_size=batch_size, checkpoint_every=2, keep_checkpoints=5)
+    quantizer = dataclasses.replace(config.model.quantizer, kmeans_init=False, dead_code_threshold=0.0)
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, quantizer=quantizer))
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, root: str, photos: str) -> None:
+    torch.set_num_threads(1)  # two processes on two cores: more threads only contend
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        trainer = Trainer(_ddp_config(Path(root) / "ddp", Path(photos), batch_size=1))
+        trainer.train()
+        save_file({k: v.contiguous() for k, v in _weights(trainer).items()}, f"{root}/rank{rank}.safetensors")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_agree_and_match_one_process(tmp_path, photos):
+    """Two ranks with one image each take the same samples as one process with two (see tokenizer.data.stream)."""
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path), str(photos)), nprocs=2, join=True)
+    rank0 = load_file(tmp_path / "rank0.safetensors")
+    rank1 = load_file(tmp_path / "rank1.safetensors")
+    _assert_identical(rank0, rank1)
+
+    single = Trainer(_ddp_config(tmp_path / "single", photos, batch_size=2))
+    single.train(until=2)
+    # Before the GAN starts (step 3) the averaged gradients equal the two-image batch's, up to summation order.
+    # Adam turns a gradient that is zero up to rounding (biases in front of a GroupNorm with one channel per
+    # group) into a step of up to lr either way, so single parameters may differ by ~lr; typical ones may not.
+    ddp_step2 = Tokenizer.from_pretrained(tmp_path / "ddp" / "checkpoints" / "step-00000002").state_dict()
+    single_step2 = single.model.state_dict()
+    differences = torch.cat([(ddp_step2[k].float() - v.float()).abs().flatten() for k, v in single_step2.items()])
+    assert differences.max() <= 2 * 2e-3
+    assert differences.median() < 1e-6, differences.median()
+    torch.testing.assert_close(ddp_step2["quantize.codebook"], single_step2["quantize.codebook"], rtol=0, atol=1e-5)
+    torch.testing.assert_close(ddp_step2["quantize.cluster_size"], single_step2["quantize.cluster_size"])

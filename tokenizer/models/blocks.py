@@ -1,0 +1,187 @@
+"""The 2-D VQGAN encoder and decoder (Esser et al. 2021, "Taming Transformers", arXiv:2012.09841).
+
+Parameter names and numerics follow taming-transformers' ``taming/modules/diffusionmodules/model.py``
+(``Encoder``/``Decoder`` with ``double_z=False``, no timestep embedding), so its checkpoints load
+tensor for tensor: ``conv_in``, ``down.{i}.block.{j}``, ``down.{i}.attn.{j}``, ``down.{i}.downsample``,
+``mid.block_1``, ``mid.attn_1``, ``mid.block_2``, ``up.{i}.block.{j}``, ``up.{i}.attn.{j}``,
+``up.{i}.upsample``, ``norm_out``, ``conv_out``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TokenizerConfig
+
+
+def normalize(channels: int) -> nn.GroupNorm:
+    """Taming's ``Normalize``: 32 groups, eps 1e-6, affine."""
+    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+
+
+def conv3x3(channels_in: int, channels_out: int, stride: int = 1, padding: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(channels_in, channels_out, kernel_size=3, stride=stride, padding=padding)
+
+
+def conv1x1(channels_in: int, channels_out: int) -> nn.Conv2d:
+    return nn.Conv2d(channels_in, channels_out, kernel_size=1)
+
+
+class ResnetBlock(nn.Module):
+    """``x + conv2(dropout(swish(norm2(conv1(swish(norm1(x)))))))``; a 1x1 ``nin_shortcut`` maps ``x``
+    when the channel count changes."""
+
+    def __init__(self, channels_in: int, channels_out: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = normalize(channels_in)
+        self.conv1 = conv3x3(channels_in, channels_out)
+        self.norm2 = normalize(channels_out)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = conv3x3(channels_out, channels_out)
+        self.nin_shortcut = conv1x1(channels_in, channels_out) if channels_in != channels_out else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return (x if self.nin_shortcut is None else self.nin_shortcut(x)) + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over the ``H*W`` positions, ``softmax(q k^T / sqrt(C)) v``, with 1x1
+    convolutions for ``q``, ``k``, ``v`` and ``proj_out`` and a residual connection."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = normalize(channels)
+        self.q = conv1x1(channels, channels)
+        self.k = conv1x1(channels, channels)
+        self.v = conv1x1(channels, channels)
+        self.proj_out = conv1x1(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        normed = self.norm(x)
+
+        def tokens(t: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, 1, H*W, C]
+            return t.reshape(b, 1, c, h * w).transpose(-1, -2)
+
+        out = F.scaled_dot_product_attention(tokens(self.q(normed)), tokens(self.k(normed)), tokens(self.v(normed)))
+        return x + self.proj_out(out.transpose(-1, -2).reshape(b, c, h, w))
+
+
+class Downsample(nn.Module):
+    """Halve the resolution: zero-pad right and bottom by one, then a stride-2 3x3 convolution."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = conv3x3(channels, channels, stride=2, padding=0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1), mode="constant", value=0.0))
+
+
+class Upsample(nn.Module):
+    """Double the resolution: nearest-neighbour interpolation, then a 3x3 convolution."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = conv3x3(channels, channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Level(nn.Module):
+    """One resolution level: ``block`` (ResnetBlocks), ``attn`` (one AttnBlock after each block, or
+    none) and, where the level changes resolution, ``downsample`` / ``upsample``."""
+
+    def __init__(self, widths: list[tuple[int, int]], attention: bool, dropout: float) -> None:
+        super().__init__()
+        self.block = nn.ModuleList([ResnetBlock(c_in, c_out, dropout) for c_in, c_out in widths])
+        self.attn = nn.ModuleList([AttnBlock(c_out) for _, c_out in widths] if attention else [])
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        for j, block in enumerate(self.block):
+            h = block(h)
+            if len(self.attn) > 0:
+                h = self.attn[j](h)
+        return h
+
+
+class Middle(nn.Module):
+    """``block_1 -> attn_1 -> block_2`` at the lowest resolution."""
+
+    def __init__(self, channels: int, dropout: float) -> None:
+        super().__init__()
+        self.block_1 = ResnetBlock(channels, channels, dropout)
+        self.attn_1 = AttnBlock(channels)
+        self.block_2 = ResnetBlock(channels, channels, dropout)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.block_2(self.attn_1(self.block_1(h)))
+
+
+class Encoder(nn.Module):
+    """Pixels ``[B, in_channels, H, W]`` -> latents ``[B, z_channels, H/f, W/f]``, ``f = downsample_factor``."""
+
+    def __init__(self, config: TokenizerConfig) -> None:
+        super().__init__()
+        ch, mult, attention = config.ch, config.ch_mult, config.attention_levels
+        self.conv_in = conv3x3(config.in_channels, ch)
+        self.down = nn.ModuleList()
+        width = ch
+        for i, m in enumerate(mult):
+            widths = [(width if j == 0 else ch * m, ch * m) for j in range(config.num_res_blocks)]
+            level = Level(widths, i in attention, config.dropout)
+            width = ch * m
+            if i != len(mult) - 1:
+                level.downsample = Downsample(width)
+            self.down.append(level)
+        self.mid = Middle(width, config.dropout)
+        self.norm_out = normalize(width)
+        self.conv_out = conv3x3(width, config.z_channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv_in(x)
+        for level in self.down:
+            h = level(h)
+            if hasattr(level, "downsample"):
+                h = level.downsample(h)
+        h = self.mid(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    """Latents ``[B, z_channels, h, w]`` -> pixels ``[B, out_channels, h*f, w*f]``.
+
+    ``up[i]`` is level ``i`` (``up[0]`` the full resolution); they run from the last level to the first.
+    """
+
+    def __init__(self, config: TokenizerConfig) -> None:
+        super().__init__()
+        ch, mult, attention = config.ch, config.ch_mult, config.attention_levels
+        width = ch * mult[-1]
+        self.conv_in = conv3x3(config.z_channels, width)
+        self.mid = Middle(width, config.dropout)
+        levels: list[Level] = []
+        for i in reversed(range(len(mult))):
+            widths = [(width if j == 0 else ch * mult[i], ch * mult[i]) for j in range(config.num_res_blocks + 1)]
+            level = Level(widths, i in attention, config.dropout)
+            width = ch * mult[i]
+            if i != 0:
+                level.upsample = Upsample(width)
+            levels.insert(0, level)
+        self.up = nn.ModuleList(levels)
+        self.norm_out = normalize(width)
+        self.conv_out = conv3x3(width, config.out_channels)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.mid(self.conv_in(z))
+        for i in reversed(range(len(self.up))):
+            level = self.up[i]
+            h = level(h)
+            if hasattr(level, "upsample"):
+                h = level.upsample(h)
+        return self.conv_out(F.silu(self.norm_out(h)))

@@ -1,0 +1,159 @@
+"""``TokenizerConfig``: the architecture of a 2-D VQGAN-style tokenizer, stored as ``config.json``.
+
+The defaults describe taming-transformers' ImageNet f16 VQGAN (16,384 codes, 16x downsampling).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..quantizers import FSQConfig, LFQConfig, QuantizerConfig, ResidualConfig, VQConfig
+
+# The "kind" tag each quantizer config carries in config.json.
+QUANTIZER_KINDS: dict[str, type] = {"vq": VQConfig, "fsq": FSQConfig, "lfq": LFQConfig, "residual": ResidualConfig}
+MAX_LEVELS = 6  # len(ch_mult) at most 6: downsampling factors 1, 2, 4, ..., 32
+
+
+def _default_quantizer() -> VQConfig:
+    # taming's f16 vocabulary and code width; EMA codebook with k-means init and dead-code restarts.
+    return VQConfig(codebook_size=16384, dim=256)
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Architecture of ``Tokenizer``: encoder -> quant_conv -> quantizer -> post_quant_conv -> decoder.
+
+    Level ``i`` of the encoder/decoder works at ``ch * ch_mult[i]`` channels; every level but the last
+    halves the resolution, so the latent grid is ``H / downsample_factor x W / downsample_factor``.
+    Channel counts feed ``GroupNorm(32)``, so ``ch * ch_mult[i]`` must be a multiple of 32.
+    """
+
+    in_channels: int = 3  # pixel channels read by the encoder (RGB)
+    out_channels: int = 3  # pixel channels written by the decoder (RGB)
+    ch: int = 128  # base width; level i has ch * ch_mult[i] channels (taming's value)
+    ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)  # width multipliers per level; len - 1 halvings -> f16
+    num_res_blocks: int = 2  # ResnetBlocks per encoder level; the decoder has one more per level
+    attn_resolutions: tuple[int, ...] = (16,)  # self-attention at levels whose resolution // 2**level is listed
+    resolution: int = 256  # nominal image size; only places attention (taming's convention), any H, W work
+    z_channels: int = 256  # channels between the encoder/decoder bodies and the 1x1 quant convs
+    dropout: float = 0.0  # dropout probability inside every ResnetBlock
+    quantizer: QuantizerConfig = field(default_factory=_default_quantizer)  # its input width is embed_dim
+
+    def __post_init__(self) -> None:
+        for name in ("ch_mult", "attn_resolutions"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+            elif not isinstance(value, tuple):
+                raise TypeError(f"{name} must be a tuple of ints, got {type(value).__name__}")
+            if not all(_is_int(v) for v in getattr(self, name)):
+                raise TypeError(f"{name} must hold ints, got {getattr(self, name)!r}")
+        for name in ("in_channels", "out_channels", "ch", "num_res_blocks", "resolution", "z_channels"):
+            value = getattr(self, name)
+            if not _is_int(value):
+                raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1, got {value}")
+        if not self.ch_mult:
+            raise ValueError("ch_mult must hold at least one level, got ()")
+        if len(self.ch_mult) > MAX_LEVELS:
+            raise ValueError(
+                f"ch_mult has {len(self.ch_mult)} levels, so a downsample factor of {2 ** (len(self.ch_mult) - 1)}; "
+                f"at most {MAX_LEVELS} levels (factor {2 ** (MAX_LEVELS - 1)}) are supported"
+            )
+        if any(m < 1 for m in self.ch_mult):
+            raise ValueError(f"ch_mult entries must be at least 1, got {self.ch_mult}")
+        if any(self.ch * m % 32 for m in self.ch_mult):
+            raise ValueError(
+                f"ch * ch_mult[i] must be a multiple of 32 (GroupNorm with 32 groups), got ch={self.ch}, "
+                f"ch_mult={self.ch_mult}"
+            )
+        if any(r < 1 for r in self.attn_resolutions):
+            raise ValueError(f"attn_resolutions entries must be at least 1, got {self.attn_resolutions}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
+            raise TypeError(f"dropout must be a float, got {type(self.dropout).__name__}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if type(self.quantizer) not in QUANTIZER_KINDS.values():
+            raise TypeError(
+                f"quantizer must be a VQConfig, FSQConfig, LFQConfig or ResidualConfig, "
+                f"got {type(self.quantizer).__name__}"
+            )
+
+    @property
+    def downsample_factor(self) -> int:
+        """How many pixels one latent position covers along each side: ``2 ** (len(ch_mult) - 1)``."""
+        return 2 ** (len(self.ch_mult) - 1)
+
+    @property
+    def embed_dim(self) -> int:
+        """Channels the quantizer takes in (the output width of ``quant_conv``)."""
+        q = self.quantizer
+        if isinstance(q, ResidualConfig):
+            q = q.quantizer
+        if isinstance(q, FSQConfig):
+            return q.dim or len(q.resolved_levels())
+        return q.dim
+
+    @property
+    def attention_levels(self) -> tuple[int, ...]:
+        """Levels ``i`` that hold self-attention: those with ``resolution // 2**i`` in ``attn_resolutions``."""
+        return tuple(i for i in range(len(self.ch_mult)) if self.resolution // 2**i in self.attn_resolutions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (lists for tuples); the quantizer carries a ``"kind"`` tag."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = _quantizer_to_dict(value) if f.name == "quantizer" else _jsonable(value)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TokenizerConfig:
+        """Inverse of ``to_dict``; missing fields take their defaults, unknown keys raise ``ValueError``."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a tokenizer config must be a dict, got {type(data).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown TokenizerConfig keys {unknown}; known keys are {sorted(names)}")
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "quantizer"}
+        if "quantizer" in data:
+            kwargs["quantizer"] = _quantizer_from_dict(data["quantizer"])
+        return cls(**kwargs)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _jsonable(value: Any) -> Any:
+    return [_jsonable(v) for v in value] if isinstance(value, (tuple, list)) else value
+
+
+def _quantizer_to_dict(config: QuantizerConfig) -> dict[str, Any]:
+    kind = next(k for k, t in QUANTIZER_KINDS.items() if type(config) is t)
+    out: dict[str, Any] = {"kind": kind}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = _quantizer_to_dict(value) if dataclasses.is_dataclass(value) else _jsonable(value)
+    return out
+
+
+def _quantizer_from_dict(data: Any, where: str = "quantizer") -> QuantizerConfig:
+    if not isinstance(data, dict):
+        raise TypeError(f"{where} must be a dict with a 'kind' key, got {type(data).__name__}")
+    kind = data.get("kind")
+    if kind not in QUANTIZER_KINDS:
+        raise ValueError(f"{where}.kind must be one of {sorted(QUANTIZER_KINDS)}, got {kind!r}")
+    config_type = QUANTIZER_KINDS[kind]
+    names = {f.name for f in dataclasses.fields(config_type)}
+    unknown = sorted(set(data) - names - {"kind"})
+    if unknown:
+        raise ValueError(f"unknown {where} keys {unknown} for kind {kind!r}; known keys are {sorted(names)}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "kind"}
+    if kind == "residual" and "quantizer" in kwargs:
+        kwargs["quantizer"] = _quantizer_from_dict(kwargs["quantizer"], where=f"{where}.quantizer")
+    return config_type(**kwargs)

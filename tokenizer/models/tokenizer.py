@@ -1,0 +1,232 @@
+"""``Tokenizer``: a 2-D VQGAN image tokenizer, ``save_pretrained`` / ``from_pretrained``, taming import."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import safetensors.torch
+import torch
+from torch import nn
+
+from ..quantizers import QuantizerOutput, ResidualConfig, VQConfig, build_quantizer
+from . import taming
+from ._state import check_state_dict
+from .blocks import Decoder, Encoder
+from .config import TokenizerConfig
+
+FORMAT = "tessera-tokenizer"  # the "format" tag of config.json
+VERSION = 1  # the layout version of a saved tokenizer; readers refuse newer ones
+CONFIG_NAME = "config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+class Tokenizer(nn.Module):
+    """Image tokenizer: encoder -> quant_conv -> quantize -> post_quant_conv -> decoder.
+
+    Pixels are float ``[B, 3, H, W]`` in ``[-1, 1]`` (``in_channels`` / ``out_channels`` of the config in
+    general); ``H`` and ``W`` must be multiples of ``downsample_factor`` (``f``), and the token grid is
+    ``[B, H/f, W/f]`` (residual quantizers: ``[B, H/f, W/f, depth]``) of ids below ``codebook_size``.
+
+    Modes matter as for any module: call ``.eval()`` for inference. In training mode dropout is active
+    and a VQ codebook learns from every batch it sees (EMA updates, k-means init, dead-code restarts),
+    also through ``encode``.
+    """
+
+    def __init__(self, config: TokenizerConfig | None = None) -> None:
+        super().__init__()
+        config = TokenizerConfig() if config is None else config
+        if not isinstance(config, TokenizerConfig):
+            raise TypeError(f"config must be a TokenizerConfig, got {type(config).__name__}")
+        self.config = config
+        self.encoder = Encoder(config)
+        self.quant_conv = nn.Conv2d(config.z_channels, config.embed_dim, kernel_size=1)
+        self.quantize = build_quantizer(config.quantizer)
+        self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, kernel_size=1)
+        self.decoder = Decoder(config)
+        if self.quantize.dim != config.embed_dim:  # a config bug, not a user error
+            raise AssertionError(f"quantizer takes {self.quantize.dim} channels, config says {config.embed_dim}")
+
+    # --- properties -------------------------------------------------------------------------------------
+
+    @property
+    def codebook_size(self) -> int:
+        """The vocabulary: token ids lie in ``[0, codebook_size)``."""
+        return self.quantize.codebook_size
+
+    @property
+    def downsample_factor(self) -> int:
+        """Pixels per token along each side (8 or 16 for the usual configs)."""
+        return self.config.downsample_factor
+
+    @property
+    def last_layer(self) -> torch.Tensor:
+        """The decoder's last weight (``decoder.conv_out.weight``), for the VQGAN adaptive GAN weight."""
+        return self.decoder.conv_out.weight
+
+    # --- the model --------------------------------------------------------------------------------------
+
+    def _check_pixels(self, pixels: torch.Tensor) -> None:
+        if not isinstance(pixels, torch.Tensor) or not pixels.dtype.is_floating_point:
+            raise TypeError(f"pixels must be a floating tensor, got {getattr(pixels, 'dtype', type(pixels).__name__)}")
+        channels, f = self.config.in_channels, self.downsample_factor
+        if pixels.ndim != 4 or pixels.shape[1] != channels:
+            raise ValueError(f"pixels must be [B, {channels}, H, W], got shape {tuple(pixels.shape)}")
+        height, width = pixels.shape[2:]
+        if height == 0 or width == 0 or height % f or width % f:
+            raise ValueError(
+                f"pixels of shape {tuple(pixels.shape)}: height and width must be positive multiples of the "
+                f"downsample factor {f}; pad or crop the images first"
+            )
+
+    def encode_to_latents(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Pre-quantization latents ``[B, embed_dim, H/f, W/f]`` of pixels ``[B, 3, H, W]`` in ``[-1, 1]``.
+
+        Differentiable; what the quantizer sees (``quant_conv(encoder(pixels))``).
+        Raises ``ValueError`` when ``H`` or ``W`` is not a multiple of ``downsample_factor``.
+        """
+        self._check_pixels(pixels)
+        return self.quant_conv(self.encoder(pixels))
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Token ids of pixels ``[B, 3, H, W]`` (float in ``[-1, 1]``).
+
+        Returns int64 ``[B, H/f, W/f]`` (residual quantizers: ``[B, H/f, W/f, depth]``) with ids in
+        ``[0, codebook_size)``, ``f = downsample_factor``. Raises ``ValueError`` when ``H`` or ``W`` is not
+        a multiple of ``f`` (pad or crop first). Runs without gradients.
+        """
+        return self.quantize(self.encode_to_latents(pixels)).indices
+
+    def decode(self, indices: torch.Tensor) -> torch.Tensor:
+        """Pixels ``[B, 3, h*f, w*f]`` (float, nominally ``[-1, 1]``, not clamped) for token ids ``[B, h, w]``
+        (residual quantizers: ``[B, h, w, depth]``, where id -1 drops a depth), as ``encode`` returns."""
+        if not isinstance(indices, torch.Tensor) or indices.dtype.is_floating_point or indices.dtype == torch.bool:
+            raise TypeError(f"indices must be an integer tensor, got {getattr(indices, 'dtype', type(indices))}")
+        residual = isinstance(self.config.quantizer, ResidualConfig)
+        expected = "[B, h, w, depth]" if residual else "[B, h, w]"
+        if indices.ndim != (4 if residual else 3) or (residual and indices.shape[-1] != self.config.quantizer.depth):
+            raise ValueError(f"indices must be {expected}, got shape {tuple(indices.shape)}")
+        lowest = -1 if residual else 0
+        if indices.numel():
+            low, high = (int(v) for v in torch.aminmax(indices))
+            if low < lowest or high >= self.codebook_size:
+                raise ValueError(f"indices must lie in [{lowest}, {self.codebook_size}), got values in [{low}, {high}]")
+        return self.decode_codes(self.quantize.indices_to_codes(indices.long()))
+
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Pixels ``[B, 3, h*f, w*f]`` for quantized codes ``[B, embed_dim, h, w]`` (the quantizer's output
+        space, e.g. ``QuantizerOutput.quantized`` or ``quantize.indices_to_codes``). Differentiable."""
+        if not isinstance(codes, torch.Tensor) or codes.ndim != 4 or codes.shape[1] != self.config.embed_dim:
+            shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
+            raise ValueError(f"codes must be [B, {self.config.embed_dim}, h, w], got {shape}")
+        return self.decoder(self.post_quant_conv(codes.to(self.post_quant_conv.weight.dtype)))
+
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, QuantizerOutput]:
+        """Reconstruct pixels ``[B, 3, H, W]`` in ``[-1, 1]``: returns ``(reconstruction [B, 3, H, W],
+        QuantizerOutput)``; the quantizer output holds the token ids, its loss and usage metrics.
+        Gradients reach the encoder through the straight-through estimator."""
+        out = self.quantize(self.encode_to_latents(pixels))
+        return self.decode_codes(out.quantized), out
+
+    # --- saving and loading -----------------------------------------------------------------------------
+
+    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
+        """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed).
+
+        Each file is written under a temporary name and renamed into place, so a reader never sees a
+        partial file.
+        """
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = self.config.to_dict()
+        state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        metadata = {
+            "format": "pt",
+            "tokenizer_format": FORMAT,
+            "version": str(VERSION),
+            "config": json.dumps(config, sort_keys=True),
+        }
+        with _replacing(directory / WEIGHTS_NAME) as tmp:
+            safetensors.torch.save_file(state, str(tmp), metadata=metadata)
+        with _replacing(directory / CONFIG_NAME) as tmp:
+            tmp.write_text(json.dumps({"format": FORMAT, "version": VERSION, **config}, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | os.PathLike[str]) -> Tokenizer:
+        """Load a tokenizer written by ``save_pretrained``, in eval mode on the CPU.
+
+        Loading is strict: weights whose names or shapes differ from what the config builds raise a
+        ``ValueError`` listing the tensors. A missing directory or file raises ``FileNotFoundError``.
+        """
+        directory = _resolve_pretrained(name_or_path)
+        if not directory.is_dir():
+            raise FileNotFoundError(f"no saved tokenizer at {str(directory)!r}: not a directory")
+        config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
+        for path in (config_path, weights_path):
+            if not path.is_file():
+                raise FileNotFoundError(f"{str(path)!r} does not exist (save_pretrained writes it)")
+        data = json.loads(config_path.read_text())
+        if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
+            raise ValueError(f"{str(config_path)!r} is not a {FORMAT} config (its 'format' is not {FORMAT!r})")
+        version = data.pop("version", None)
+        if not isinstance(version, int) or not 1 <= version <= VERSION:
+            raise ValueError(f"{str(config_path)!r} has version {version!r}; this library reads up to {VERSION}")
+        model = cls(TokenizerConfig.from_dict(data))
+        model._load_checked(safetensors.torch.load_file(str(weights_path), device="cpu"), str(weights_path))
+        return model.eval()
+
+    @classmethod
+    def from_taming(
+        cls,
+        checkpoint_path: str | os.PathLike[str],
+        *,
+        config: TokenizerConfig | None = None,
+        trust_checkpoint: bool = False,
+    ) -> Tokenizer:
+        """Import a taming-transformers VQGAN (``VQModel``) checkpoint, in eval mode on the CPU.
+
+        ``checkpoint_path``: a Lightning ``.ckpt`` (a dict whose ``"state_dict"`` holds the weights) or a
+        bare state dict; ``loss.*`` tensors (LPIPS, discriminator) are ignored. ``config``: None infers the
+        architecture from the tensor shapes (see ``taming.infer_config``); a given config must hold a
+        ``VQConfig`` and match the tensors exactly. The model then reproduces taming's reconstruction,
+        ``decoder(post_quant_conv(e[argmin_k ||quant_conv(encoder(x)) - e_k||^2]))``.
+
+        The file is read with ``torch.load(weights_only=True)``. A checkpoint that also pickles other
+        Python objects is refused (``pickle.UnpicklingError``) unless ``trust_checkpoint=True``, which
+        unpickles everything and so may run code from the file: only for sources you trust.
+        """
+        state = taming.load_state_dict(checkpoint_path, trust_checkpoint=trust_checkpoint)
+        config = taming.infer_config(state) if config is None else config
+        if not isinstance(config, TokenizerConfig) or not isinstance(config.quantizer, VQConfig):
+            raise TypeError("a taming checkpoint holds a VQ codebook: config must be a TokenizerConfig with a VQConfig")
+        model = cls(config)
+        model._load_checked(taming.to_tokenizer_state(state, model.state_dict()), str(checkpoint_path))
+        return model.eval()
+
+    def _load_checked(self, state: Mapping[str, torch.Tensor], source: str) -> None:
+        check_state_dict(self.state_dict(), state, source)
+        self.load_state_dict(state, strict=True)
+
+
+def _resolve_pretrained(name_or_path: str | os.PathLike[str]) -> Path:
+    """The directory ``from_pretrained`` reads. Shipped models (e.g. ``"default"``) will be mapped to
+    their files here; today every argument is a local directory."""
+    return Path(name_or_path)
+
+
+@contextlib.contextmanager
+def _replacing(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target``; on success rename it over ``target``, else remove it."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise

@@ -1,0 +1,360 @@
+"""The VQ-GAN trainer: one process, or many under ``torchrun`` (DDP), resumable to the bit on CPU.
+
+Each optimizer step runs ``grad_accumulation`` micro-batches through the tokenizer (reconstruction,
+perceptual, quantizer and — from ``loss.disc_start`` on — adversarial terms), then, once the GAN is on,
+a discriminator step on the same real and reconstructed images. Everything random is a function of
+``(seed, step, rank)``: the data stream (tokenizer.data.stream), the augmentation and the dropout/RNG seed
+set before every step. A resumed run therefore continues exactly where the checkpoint left off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from PIL import Image
+from safetensors.torch import load_file, save_file
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from . import metrics
+from .checkpoints import latest_checkpoint, write_checkpoint
+from .data import CropPolicy, ImageStream, StepBatches, find_images, load_sample, to_uint8
+from .losses import VQGANLoss
+from .models import Tokenizer
+from .train_config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+# Config keys a resumed run may change: they do not alter what is computed, or (steps) extend the schedule.
+_RESUMABLE_CHANGES = frozenset(
+    {"out_dir", "steps", "log_every", "eval_every", "eval_images", "checkpoint_every", "keep_checkpoints"}
+)
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float) -> float:
+    """Linear warm-up over ``warmup`` steps, then cosine from 1 down to ``min_ratio`` at ``total``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class Trainer:
+    """Trains ``Tokenizer(config.model)`` with ``VQGANLoss(config.loss)`` on ``config.data``.
+
+    Under ``torchrun`` (``WORLD_SIZE`` > 1) it joins the process group (NCCL on CUDA, gloo on CPU), wraps
+    the tokenizer in DDP and averages the discriminator's gradients and statistics, so every rank holds
+    the same weights. Rank 0 writes logs, evaluation images and checkpoints.
+    """
+
+    def __init__(self, config: TrainConfig, *, resume: bool = False, device: str | torch.device | None = None) -> None:
+        self.config = config
+        self.world_size, self.rank, local_rank = _init_distributed()
+        self.device = torch.device(device) if device is not None else _default_device(local_rank)
+        self.out_dir = Path(config.out_dir)
+        if self.rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+
+        torch.manual_seed(config.seed)
+        self.model = Tokenizer(config.model).to(self.device)
+        self.loss = VQGANLoss(config.loss).to(self.device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False) if config.ema_decay > 0 else None
+        optim = config.optim
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay
+        )
+        self.disc_params = [p for p in self.loss.discriminator.parameters() if p.requires_grad]
+        self.disc_optimizer = torch.optim.AdamW(
+            self.disc_params, lr=optim.disc_lr or optim.lr, betas=optim.betas, weight_decay=optim.weight_decay
+        )
+        self.step = 0
+        if resume:
+            self._load_latest()
+
+        self.train_model: torch.nn.Module = self.model
+        if self.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_model = DistributedDataParallel(self.model, device_ids=ids)
+
+        self.train_paths = find_images(config.data.train)
+        self.eval_paths = find_images(config.data.eval) if config.data.eval else self.train_paths
+        self.eval_paths = self.eval_paths[: config.eval_images]
+        self.policy = CropPolicy(config.data.size, config.data.random_crop, config.data.flip, config.data.max_zoom)
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def train(self, until: int | None = None) -> dict[str, float]:
+        """Train up to step ``until`` (default: ``config.steps``); returns the last step's logs."""
+        config = self.config
+        stop = min(until or config.steps, config.steps)
+        batches = self._batches()
+        logs: dict[str, float] = {}
+        bar = tqdm(total=stop, initial=self.step, desc="train", unit="step", disable=self.rank != 0, dynamic_ncols=True)
+        started, images = time.perf_counter(), 0
+        while self.step < stop:
+            logs = self._train_step(batches)
+            self.step += 1
+            images += config.batch_size * config.grad_accumulation * self.world_size
+            bar.update(1)
+            if self.step % config.log_every == 0 or self.step == stop:
+                logs["images_per_s"] = images / (time.perf_counter() - started)
+                bar.set_postfix(loss=f"{logs['loss']:.4f}", rec=f"{logs.get('rec', float('nan')):.4f}")
+                self._log({"kind": "train", "step": self.step, **logs})
+                started, images = time.perf_counter(), 0
+            if self.step % config.eval_every == 0 or self.step == config.steps:
+                self.evaluate()
+            if self.step % config.checkpoint_every == 0 or self.step == stop:
+                self.save_checkpoint()
+        bar.close()
+        if self.world_size > 1:
+            dist.barrier()
+        return logs
+
+    def _batches(self) -> Iterator[torch.Tensor]:
+        config = self.config
+        stream = ImageStream(self.train_paths, self.policy, config.seed)
+        sampler = StepBatches(self.step, config.batch_size, config.grad_accumulation, self.world_size, self.rank)
+        loader = DataLoader(
+            stream,
+            batch_sampler=sampler,
+            num_workers=config.data.workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=config.data.workers > 0,
+        )
+        return iter(loader)
+
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        mode = self.config.mixed_precision
+        enabled = mode == "bf16" or (mode == "auto" and self.device.type == "cuda")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=enabled)
+
+    def _train_step(self, batches: Iterator[torch.Tensor]) -> dict[str, float]:
+        config, step = self.config, self.step
+        torch.manual_seed(config.seed * 1_000_003 + step * self.world_size + self.rank)
+        self._set_lr(step)
+        gan_on = step >= config.loss.disc_start
+        accumulation = config.grad_accumulation
+
+        self.model.train()
+        self.loss.discriminator.requires_grad_(False)
+        self.optimizer.zero_grad(set_to_none=True)
+        pairs, totals = [], {}
+        for micro in range(accumulation):
+            real = next(batches).to(self.device, non_blocking=True)
+            sync = micro == accumulation - 1 or not isinstance(self.train_model, DistributedDataParallel)
+            with contextlib.nullcontext() if sync else self.train_model.no_sync(), self._autocast():
+                fake, quantized = self.train_model(real)
+                loss, logs = self.loss.generator_loss(real, fake, quantized.loss, step, self.model.last_layer)
+            (loss / accumulation).backward()
+            pairs.append((real, fake.detach()))
+            _accumulate(totals, {"loss": loss, **logs, **quantized.metrics}, accumulation)
+        self._clip(self.model.parameters())
+        self.optimizer.step()
+
+        if gan_on:
+            self.loss.discriminator.requires_grad_(True)
+            self.disc_optimizer.zero_grad(set_to_none=True)
+            for real, fake in pairs:
+                with self._autocast():
+                    d_loss, d_logs = self.loss.discriminator_loss(real, fake, step)
+                (d_loss / accumulation).backward()
+                _accumulate(totals, {"d_loss": d_loss, **d_logs}, accumulation)
+            _average_gradients(self.disc_params)
+            self._clip(self.disc_params)
+            self.disc_optimizer.step()
+            _average_buffers(self.loss)
+
+        if self.ema is not None:
+            _update_ema(self.ema, self.model, self.config.ema_decay)
+        return {name: float(value) for name, value in totals.items()}
+
+    def _set_lr(self, step: int) -> None:
+        optim = self.config.optim
+        factor = lr_factor(step, optim.warmup_steps, self.config.steps, optim.min_lr_ratio)
+        for group in self.optimizer.param_groups:
+            group["lr"] = optim.lr * factor
+        for group in self.disc_optimizer.param_groups:
+            group["lr"] = (optim.disc_lr or optim.lr) * factor
+
+    def _clip(self, params: Any) -> None:
+        if self.config.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(list(params), self.config.optim.grad_clip)
+
+    # -- evaluation ---------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        """PSNR, SSIM, code usage and perplexity (and LPIPS when the loss has it) on the eval images.
+
+        Rank 0 only; writes an ``eval`` log record and ``OUT/samples/step-NNNNNNNN.png`` (originals on top,
+        reconstructions below).
+        """
+        if self.rank != 0 or not self.eval_paths:
+            return {}
+        model = self.ema if self.ema is not None else self.model
+        was_training = model.training
+        model.eval()
+        policy = CropPolicy(self.config.data.size, random_crop=False, flip=False, max_zoom=1.0)
+        real = torch.stack([load_sample(p, policy, seed=0) for p in self.eval_paths]).to(self.device)
+        fakes, indices = [], []
+        for chunk in real.split(self.config.batch_size):
+            fake, quantized = model(chunk)
+            fakes.append(fake.float().clamp(-1, 1))
+            indices.append(quantized.indices)
+        fake = torch.cat(fakes)
+        codes = torch.cat(indices).flatten()
+        codes = codes[codes >= 0]
+        counts = torch.bincount(codes, minlength=model.codebook_size).float()
+        p = counts / counts.sum().clamp_min(1)
+        results = {
+            "psnr": metrics.psnr(real, fake).mean().item(),
+            "ssim": metrics.ssim(real, fake).mean().item(),
+            "code_usage": (counts > 0).float().mean().item(),
+            "perplexity": torch.exp(-(p * p.clamp_min(1e-12).log()).sum()).item(),
+        }
+        if self.loss.perceptual is not None:
+            results["lpips"] = self.loss.perceptual(real, fake).mean().item()
+        self._log({"kind": "eval", "step": self.step, **results})
+        self._save_grid(real, fake)
+        model.train(was_training)
+        return results
+
+    def _save_grid(self, real: torch.Tensor, fake: torch.Tensor) -> None:
+        rows = [torch.cat(list(batch), dim=2) for batch in (real, fake)]
+        grid = to_uint8(torch.cat(rows, dim=1))
+        folder = self.out_dir / "samples"
+        folder.mkdir(exist_ok=True)
+        target = folder / f"step-{self.step:08d}.png"
+        temporary = target.with_suffix(".tmp.png")
+        Image.fromarray(grid).save(temporary)
+        os.replace(temporary, target)
+
+    # -- checkpoints --------------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> Path | None:
+        """Write ``OUT/checkpoints/step-NNNNNNNN`` atomically (rank 0) and keep the newest ``keep_checkpoints``."""
+        if self.rank != 0:
+            return None
+
+        def write(folder: Path) -> None:
+            self.model.save_pretrained(folder)
+            if self.ema is not None:
+                self.ema.save_pretrained(folder / "ema")
+            save_file(_loss_state(self.loss), str(folder / "loss.safetensors"))
+            state = {
+                "step": self.step,
+                "optimizer": self.optimizer.state_dict(),
+                "disc_optimizer": self.disc_optimizer.state_dict(),
+                "config": json.dumps(self.config.to_dict()),
+            }
+            torch.save(state, folder / "trainer.pt")
+
+        return write_checkpoint(self.out_dir, self.step, write, self.config.keep_checkpoints)
+
+    def _load_latest(self) -> None:
+        found = latest_checkpoint(self.out_dir)
+        if found is None:
+            log.warning("--resume: no checkpoint in %s, starting from step 0", self.out_dir)
+            return
+        step, folder = found
+        state = torch.load(folder / "trainer.pt", map_location=self.device, weights_only=True)
+        saved = json.loads(state["config"])
+        current = json.loads(json.dumps(self.config.to_dict()))
+        changed = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k])
+        if changed:
+            raise ValueError(f"cannot resume from {folder}: the config changed in {changed}")
+        self.model.load_state_dict(Tokenizer.from_pretrained(folder).state_dict())
+        if self.ema is not None:
+            self.ema.load_state_dict(Tokenizer.from_pretrained(folder / "ema").state_dict())
+        _load_loss_state(self.loss, load_file(str(folder / "loss.safetensors"), device=str(self.device)), folder)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+        self.step = int(state["step"])
+        log.info("resumed from %s at step %d", folder, step)
+
+    def _log(self, record: dict[str, Any]) -> None:
+        if self.rank == 0:
+            with open(self.out_dir / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+def _loss_state(loss: VQGANLoss) -> dict[str, torch.Tensor]:
+    """The trained state of the loss (discriminator, LeCam averages), without the frozen LPIPS weights."""
+    return {k: v.contiguous() for k, v in loss.state_dict().items() if not k.startswith("perceptual.")}
+
+
+def _load_loss_state(loss: VQGANLoss, state: dict[str, torch.Tensor], folder: Path) -> None:
+    result = loss.load_state_dict(state, strict=False)
+    missing = [k for k in result.missing_keys if not k.startswith("perceptual.")]
+    if missing or result.unexpected_keys:
+        raise ValueError(
+            f"{folder / 'loss.safetensors'} does not match the loss config: "
+            f"missing {missing}, unexpected {result.unexpected_keys}"
+        )
+
+
+def _accumulate(totals: dict[str, Any], values: dict[str, Any], count: int) -> None:
+    for name, value in values.items():
+        value = value.detach().float() if isinstance(value, torch.Tensor) else float(value)
+        totals[name] = totals.get(name, 0.0) + value / count
+
+
+def _average_gradients(params: list[torch.nn.Parameter]) -> None:
+    """Average the discriminator's gradients over ranks (it is called twice per step, so it is not DDP-wrapped)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for g, chunk in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(chunk.view_as(g))
+
+
+def _average_buffers(module: torch.nn.Module) -> None:
+    """Average floating buffers (BatchNorm statistics, LeCam EMAs) over ranks so all ranks stay identical."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for buffer in module.buffers():
+        if buffer.dtype.is_floating_point:
+            dist.all_reduce(buffer)
+            buffer /= dist.get_world_size()
+
+
+@torch.no_grad()
+def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """``ema = decay * ema + (1 - decay) * model`` for parameters; buffers are copied."""
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p, 1.0 - decay)
+    for e, b in zip(ema.buffers(), model.buffers()):
+        e.copy_(b)
+
+
+def _init_distributed() -> tuple[int, int, int]:
+    """Join the torchrun process group when ``WORLD_SIZE`` > 1; returns (world size, rank, local rank)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
+    return 1, 0, 0
+
+
+def _default_device(local_rank: int) -> torch.device:
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
