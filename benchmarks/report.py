@@ -1,6 +1,6 @@
 """Side-by-side report: each kernel (and, with --peers, each quantizer) against what it replaces.
 
-    python benchmarks/report.py [--quick] [--peers] [--markdown PATH]
+    python benchmarks/report.py [--quick] [--peers] [--tokenizer] [--markdown PATH]
 
 Times are the best of a few synchronised calls after a warm-up; peak memory is measured on a
 separate call (CPU: growth of the process's resident-set high-water mark; CUDA: max allocated).
@@ -103,10 +103,27 @@ def measure(fn: Callable[[], Any], device: torch.device, repeats: int) -> tuple[
     return min(time_runs(fn, device, rounds=repeats)), (peak or 0) / 2**20
 
 
+def tokenizer_table(device: torch.device, repeats: int) -> tuple[list[str], list[list[str]]]:
+    """Images/s of encode (fused vs reference quantization) and decode, per config; printed as it goes."""
+    from bench_tokenizer import CONFIGS, SIZE, batch_size, tokenizer_calls
+
+    header = ["config", "call", "batch", "ms per call", "images/s", "peak MiB"]
+    rows = []
+    print(f"\nimage tokenizer at {SIZE}x{SIZE}")
+    for name in CONFIGS:
+        for call, fn in tokenizer_calls(name, device).items():
+            seconds, peak = measure(fn, device, repeats)
+            batch = batch_size(device)
+            rows.append([name, call, str(batch), f"{seconds * 1e3:.0f}", f"{batch / seconds:.2f}", f"{peak:.0f}"])
+            print("  ".join(rows[-1]), flush=True)
+    return header, rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller shapes (seconds, not minutes)")
     parser.add_argument("--peers", action="store_true", help="also compare quantizers with vector-quantize-pytorch")
+    parser.add_argument("--tokenizer", action="store_true", help="also image-tokenizer throughput at 256x256")
     parser.add_argument("--markdown", type=Path, help="also write the table as markdown to this file")
     args = parser.parse_args(argv)
 
@@ -135,10 +152,15 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths)))
     for row in table:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    if args.tokenizer:
+        throughput_header, throughput = tokenizer_table(device, repeats)
     if args.markdown:
         lines = [*(f"    {line}" for line in machine_lines(device)), "", "| " + " | ".join(header) + " |"]
         lines.append("|" + "---|" * len(header))
         lines += ["| " + " | ".join(row) + " |" for row in table]
+        if args.tokenizer:
+            lines += ["", "| " + " | ".join(throughput_header) + " |", "|" + "---|" * len(throughput_header)]
+            lines += ["| " + " | ".join(row) + " |" for row in throughput]
         args.markdown.write_text("\n".join(lines) + "\n")
         print(f"\nmarkdown written to {args.markdown}")
     return 0

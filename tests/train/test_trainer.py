@@ -6,6 +6,7 @@ import dataclasses
 import itertools
 import json
 import logging
+import math
 from pathlib import Path
 
 import pytest
@@ -175,3 +176,23 @@ def test_two_processes_agree_and_match_one_process(tmp_path, photos):
     assert differences.median() < 1e-6, differences.median()
     torch.testing.assert_close(ddp_step2["quantize.codebook"], single_step2["quantize.codebook"], rtol=0, atol=1e-5)
     torch.testing.assert_close(ddp_step2["quantize.cluster_size"], single_step2["quantize.cluster_size"])
+
+
+def test_the_example_config_parses():
+    from tokenizer.train_config import load_train_config
+
+    config = load_train_config(Path(__file__).parents[2] / "tools" / "configs" / "vqgan_f16_vq.yaml")
+    assert config.model.downsample_factor == 16
+    assert config.model.quantizer.codebook_size == 16384
+    assert config.loss.perceptual_weight > 0 and config.loss.vgg_path
+
+
+def test_bf16_autocast_keeps_the_quantizer_in_fp32(tmp_path, photos):
+    trainer = Trainer(tiny_config(tmp_path / "run", photos, steps=2, mixed_precision="bf16", eval_images=0))
+    logs = trainer.train()
+    assert all(math.isfinite(v) for v in logs.values())
+    with trainer._autocast():
+        latents = trainer.model.encode_to_latents(torch.rand(1, 3, 32, 32) * 2 - 1)
+        out = trainer.model.quantize(latents)
+    assert latents.dtype == torch.bfloat16
+    assert out.quantized.dtype == torch.float32
