@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 
@@ -26,3 +28,26 @@ def broadcast_(tensor: torch.Tensor, src: int = 0) -> torch.Tensor:
     if is_distributed():
         dist.broadcast(tensor, src=src)
     return tensor
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def init_from_environment() -> tuple[int, int, int]:
+    """Join the process group torchrun describes (``WORLD_SIZE`` > 1; NCCL with CUDA, else gloo), unless
+    one is already initialised. Returns ``(world size, rank, local rank)``; ``(1, 0, 0)`` for one process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
+    return 1, 0, 0
+
+
+def default_device(local_rank: int) -> torch.device:
+    """This process's GPU (by local rank) when CUDA is available, else the CPU."""
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")

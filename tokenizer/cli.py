@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
+import sys
 
 import torch
 
@@ -40,6 +42,54 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _encode(args: argparse.Namespace) -> int:
+    """Tokenize images into token shards (see README, "Tokenize a dataset")."""
+    import logging
+
+    from .data.preprocess import ImagePreprocess
+    from .data.sources import collect_inputs
+    from .models import Tokenizer
+    from .pipeline import EncodeOptions, StrictModeError, encode_dataset
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    model = Tokenizer.from_pretrained(args.model)
+    options = EncodeOptions(
+        preprocess=ImagePreprocess(args.resize, args.size, args.crop, model.downsample_factor),
+        shard_size=args.shard_size,
+        batch_size=args.batch_size,
+        workers=args.workers,
+        device=args.device,
+        dtype=args.dtype,
+        strict=args.strict,
+    )
+    inputs = collect_inputs(args.inputs)
+    try:
+        summary = encode_dataset(inputs, model, args.out, options)
+    except StrictModeError as err:
+        print(f"error (--strict): {err}", file=sys.stderr)
+        return 1
+    print(summary.line())
+    return 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    """Decode a token folder back into images."""
+    from .models import Tokenizer
+    from .reconstruct import decode_folder
+
+    written = decode_folder(args.tokens, Tokenizer.from_pretrained(args.model), args.out,
+                            batch_size=args.batch_size, device=args.device)  # fmt: skip
+    print(f"wrote {len(written)} images to {args.out}")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from .info import describe
+
+    print(describe(args.path))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tokenizer", description=__doc__)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
@@ -56,5 +106,36 @@ def main(argv: list[str] | None = None) -> int:
     )
     train.add_argument("--device", help="torch device (default: this rank's GPU, else the CPU)")
     train.set_defaults(func=_train)
+    encode = sub.add_parser("encode", help="tokenize folders/globs/lists of images into token shards (resumable)")
+    encode.add_argument("inputs", nargs="+", help="folders (recursive), files, globs, or .txt/.jsonl lists of paths")
+    encode.add_argument("--model", required=True, help="a model folder (save_pretrained / a training checkpoint)")
+    encode.add_argument("--out", required=True, help="output folder for shards, manifest.jsonl and errors.jsonl")
+    encode.add_argument("--resize", type=int, help="resize the shorter side to this many pixels first")
+    encode.add_argument("--size", type=int, help="square crop side (a multiple of the model's downsampling)")
+    encode.add_argument("--crop", choices=["center", "random"], default="center", help="where --size crops")
+    encode.add_argument("--batch-size", type=int, default=16)
+    encode.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding processes")
+    encode.add_argument("--shard-size", type=int, default=1000, help="input files per shard")
+    encode.add_argument("--device", help="torch device (default: this rank's GPU, else the CPU)")
+    encode.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="encoder autocast dtype")
+    encode.add_argument("--strict", action="store_true", help="stop with exit code 1 at the first bad input")
+    encode.set_defaults(func=_encode)
+
+    decode = sub.add_parser("decode", help="decode a token folder back into images")
+    decode.add_argument("tokens", help="a token folder written by `tokenizer encode`")
+    decode.add_argument("--model", required=True, help="the model folder that made the tokens")
+    decode.add_argument("--out", required=True, help="folder for the decoded PNGs")
+    decode.add_argument("--batch-size", type=int, default=16)
+    decode.add_argument("--device")
+    decode.set_defaults(func=_decode)
+
+    info = sub.add_parser("info", help="summarise a model folder or a token folder")
+    info.add_argument("path")
+    info.set_defaults(func=_info)
+
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from . import metrics
+from ._distributed import barrier, default_device, init_from_environment, is_distributed
 from .checkpoints import latest_checkpoint, write_checkpoint
 from .data import CropPolicy, ImageStream, StepBatches, find_images, load_sample, to_uint8
 from .losses import VQGANLoss
@@ -61,8 +62,8 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, *, resume: bool = False, device: str | torch.device | None = None) -> None:
         self.config = config
-        self.world_size, self.rank, local_rank = _init_distributed()
-        self.device = torch.device(device) if device is not None else _default_device(local_rank)
+        self.world_size, self.rank, local_rank = init_from_environment()
+        self.device = torch.device(device) if device is not None else default_device(local_rank)
         self.out_dir = Path(config.out_dir)
         if self.rank == 0:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -118,8 +119,7 @@ class Trainer:
             if self.step % config.checkpoint_every == 0 or self.step == stop:
                 self.save_checkpoint()
         bar.close()
-        if self.world_size > 1:
-            dist.barrier()
+        barrier()
         return logs
 
     def _batches(self) -> Iterator[torch.Tensor]:
@@ -313,7 +313,7 @@ def _accumulate(totals: dict[str, Any], values: dict[str, Any], count: int) -> N
 
 def _average_gradients(params: list[torch.nn.Parameter]) -> None:
     """Average the discriminator's gradients over ranks (it is called twice per step, so it is not DDP-wrapped)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not is_distributed():
         return
     grads = [p.grad for p in params if p.grad is not None]
     flat = torch.cat([g.flatten() for g in grads])
@@ -325,7 +325,7 @@ def _average_gradients(params: list[torch.nn.Parameter]) -> None:
 
 def _average_buffers(module: torch.nn.Module) -> None:
     """Average floating buffers (BatchNorm statistics, LeCam EMAs) over ranks so all ranks stay identical."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if not is_distributed():
         return
     for buffer in module.buffers():
         if buffer.dtype.is_floating_point:
@@ -340,21 +340,3 @@ def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
         e.lerp_(p, 1.0 - decay)
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)
-
-
-def _init_distributed() -> tuple[int, int, int]:
-    """Join the torchrun process group when ``WORLD_SIZE`` > 1; returns (world size, rank, local rank)."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
-    return 1, 0, 0
-
-
-def _default_device(local_rank: int) -> torch.device:
-    if torch.cuda.is_available():
-        torch.cuda.set_device(local_rank)
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")

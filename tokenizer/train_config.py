@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,8 +28,14 @@ class DataConfig:
     workers: int = 0  # DataLoader worker processes decoding images
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "train", tuple(str(p) for p in self.train))
-        object.__setattr__(self, "eval", tuple(str(p) for p in self.eval))
+        for name in ("train", "eval"):
+            value = getattr(self, name)
+            paths = [value] if isinstance(value, (str, os.PathLike)) else value  # one folder given as a string
+            object.__setattr__(self, name, tuple(str(p) for p in paths))
+        if self.size < 1:
+            raise ValueError(f"data.size must be a positive number of pixels, got {self.size}")
+        if self.max_zoom < 1.0:
+            raise ValueError(f"data.max_zoom must be >= 1, got {self.max_zoom}")
         if self.workers < 0:
             raise ValueError(f"data.workers must be >= 0, got {self.workers}")
 

@@ -9,6 +9,7 @@ import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -38,28 +39,31 @@ def find_images(sources: Iterable[str | Path]) -> list[Path]:
     return sorted(found)
 
 
-def open_rgb(path: str | Path) -> Image.Image:
-    """Decode ``path`` into an 8-bit RGB image, whatever its mode.
+def open_rgb(source: str | Path | BinaryIO, name: str | None = None) -> Image.Image:
+    """Decode a file (path or open binary file) into an 8-bit RGB image, whatever its mode.
 
     Grayscale, palette, CMYK and 16-bit images are converted; transparency is composited on white;
-    EXIF orientation is applied. Animated images give their first frame.
+    EXIF orientation is applied. Animated images give their first frame. Errors name ``name`` (default:
+    the path).
     """
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             image.load()
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise ImageReadError(f"cannot read image {str(path)!r}: {err}") from err
+    except UnidentifiedImageError as err:
+        raise ImageReadError(f"cannot read image {name or str(source)!r}: not a recognised image format") from err
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise ImageReadError(f"cannot read image {name or str(source)!r}: {err}") from err
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I"):
         # 16-bit (or 32-bit integer) gray: keep the top 8 bits of the 16-bit range.
-        gray = np.asarray(image, dtype=np.uint32) >> 8
-        image = Image.fromarray(gray.clip(0, 255).astype(np.uint8), mode="L")
+        gray = np.asarray(image).astype(np.int64).clip(0, 65535) >> 8  # signed "I": negatives are black
+        image = Image.fromarray(gray.clip(0, 255).astype(np.uint8))
     elif image.mode == "F":
-        image = Image.fromarray(np.asarray(image).clip(0, 255).astype(np.uint8), mode="L")
+        image = Image.fromarray(np.asarray(image).clip(0, 255).astype(np.uint8))
     if image.mode == "P":
         image = image.convert("RGBA")
     if image.mode in ("RGBA", "LA", "PA"):

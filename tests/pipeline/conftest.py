@@ -1,0 +1,60 @@
+"""A tiny saved model and folders of generated and real images for the pipeline tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tokenizer import Tokenizer, TokenizerConfig
+from tokenizer.assets import sample_images
+from tokenizer.quantizers import VQConfig
+
+
+def tiny_model(seed: int = 0) -> Tokenizer:
+    """An untrained f4 VQ tokenizer with 300 codes (so shards store int16) — enough to check bookkeeping."""
+    torch.manual_seed(seed)
+    config = TokenizerConfig(
+        ch=32, ch_mult=(1, 1, 2), num_res_blocks=1, attn_resolutions=(), z_channels=8,
+        quantizer=VQConfig(codebook_size=300, dim=8),
+    )  # fmt: skip
+    model = Tokenizer(config).eval()
+    with torch.no_grad():
+        model.quantize.codebook.normal_()
+    return model
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "model"
+    tiny_model().save_pretrained(folder)
+    return folder
+
+
+def write_image(path: Path, width: int, height: int, seed: int, mode: str = "RGB") -> Path:
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(0, 255, width)[None, :, None] * np.ones((height, 1, 3))
+    array = (0.6 * ramp + 0.4 * rng.integers(0, 256, (height, width, 3))).astype(np.uint8)
+    image = Image.fromarray(array)
+    if mode != "RGB":
+        image = image.convert(mode)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+@pytest.fixture
+def image_folder(tmp_path: Path) -> Path:
+    """Nine generated images of three sizes in nested folders, plus the eight bundled photographs."""
+    folder = tmp_path / "images"
+    sizes = [(32, 32), (40, 24), (33, 47)]
+    for i in range(9):
+        width, height = sizes[i % 3]
+        write_image(folder / f"sub{i % 2}" / f"gen{i}.png", width, height, seed=i)
+    for path in sample_images():
+        shutil.copy(path, folder / path.name)
+    return folder

@@ -1,0 +1,67 @@
+"""Token folders back to pixels: ``tokenizer decode TOKENS --model M --out DIR``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from ._distributed import default_device
+from .data.images import to_uint8
+from .models import Tokenizer
+from .pipeline import tokenizer_identity_cached
+from .tokens import TokenDataset
+
+
+def decode_folder(
+    token_dir: str | Path,
+    model: Tokenizer,
+    out_dir: str | Path,
+    *,
+    batch_size: int = 16,
+    device: str | None = None,
+    progress: bool = True,
+) -> list[Path]:
+    """Decode every item of a token folder into ``out_dir/NNNNNNNN-<source stem>.png`` (N: manifest order).
+
+    The model must be the one that made the tokens (same weights hash), else ValueError. Items of one grid
+    shape are decoded together, ``batch_size`` at a time. Returns the written paths in manifest order.
+    """
+    dataset = TokenDataset(token_dir)
+    expected = dataset.identity.get("weights_sha256")
+    if expected != tokenizer_identity_cached(model)["weights_sha256"]:
+        raise ValueError(
+            f"{token_dir} was made by another tokenizer (weights hash {str(expected)[:12]}...); pass its --model"
+        )
+    device = torch.device(device) if device else default_device(0)
+    model = model.to(device).eval()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: dict[int, Path] = {}
+    buckets: dict[tuple[int, ...], list[tuple[int, torch.Tensor, str]]] = {}
+
+    def flush(shape: tuple[int, ...]) -> None:
+        batch = buckets.pop(shape)
+        with torch.no_grad():
+            pixels = model.decode(torch.stack([grid for _, grid, _ in batch]).to(device)).float().cpu()
+        for (index, _, source), image in zip(batch, pixels):
+            target = out_dir / f"{index:08d}-{Path(source).stem}.png"
+            temporary = target.with_name(f".{target.name}.tmp.png")
+            Image.fromarray(to_uint8(image)).save(temporary)
+            os.replace(temporary, target)
+            written[index] = target
+
+    for index in tqdm(range(len(dataset)), unit="item", desc="decode", disable=not progress, dynamic_ncols=True):
+        item = dataset[index]
+        if item.get("kind", "image") != "image":
+            raise ValueError(f"item {index} ({item['source']}) is a {item['kind']}; this model decodes images")
+        shape = tuple(item["tokens"].shape)
+        buckets.setdefault(shape, []).append((index, item["tokens"], item["source"]))
+        if len(buckets[shape]) == batch_size:
+            flush(shape)
+    for shape in list(buckets):
+        flush(shape)
+    return [written[i] for i in sorted(written)]
