@@ -48,11 +48,11 @@ def _encode(args: argparse.Namespace) -> int:
 
     from .data.preprocess import ImagePreprocess
     from .data.sources import collect_inputs
-    from .models import Tokenizer
+    from .models import load_tokenizer
     from .pipeline import EncodeOptions, StrictModeError, encode_dataset
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    model = Tokenizer.from_pretrained(args.model)
+    model = load_tokenizer(args.model)
     options = EncodeOptions(
         preprocess=ImagePreprocess(args.resize, args.size, args.crop, model.downsample_factor),
         shard_size=args.shard_size,
@@ -74,10 +74,10 @@ def _encode(args: argparse.Namespace) -> int:
 
 def _decode(args: argparse.Namespace) -> int:
     """Decode a token folder back into images."""
-    from .models import Tokenizer
+    from .models import load_tokenizer
     from .reconstruct import decode_folder
 
-    written = decode_folder(args.tokens, Tokenizer.from_pretrained(args.model), args.out,
+    written = decode_folder(args.tokens, load_tokenizer(args.model), args.out,
                             batch_size=args.batch_size, device=args.device)  # fmt: skip
     print(f"wrote {len(written)} images to {args.out}")
     return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .models import Tokenizer
+from .models import load_tokenizer
 from .tokens import TokenDataset, list_shards
 
 
@@ -23,7 +23,7 @@ def describe(path: str | Path) -> str:
 
 
 def describe_model(path: str | Path) -> str:
-    model = Tokenizer.from_pretrained(path)
+    model = load_tokenizer(path)
     config = model.config
     quantizer = config.to_dict()["quantizer"]
     parameters = sum(p.numel() for p in model.parameters())

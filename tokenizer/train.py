@@ -33,7 +33,7 @@ from ._distributed import barrier, default_device, init_from_environment, is_dis
 from .checkpoints import latest_checkpoint, write_checkpoint
 from .data import CropPolicy, ImageStream, StepBatches, find_images, load_sample, to_uint8
 from .losses import VQGANLoss
-from .models import Tokenizer
+from .models import build_tokenizer, load_tokenizer
 from .train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -69,14 +69,14 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
 
         torch.manual_seed(config.seed)
-        self.model = Tokenizer(config.model).to(self.device)
+        self.model = build_tokenizer(config.model).to(self.device)
         self.loss = VQGANLoss(config.loss).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False) if config.ema_decay > 0 else None
         optim = config.optim
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay
         )
-        self.disc_params = [p for p in self.loss.discriminator.parameters() if p.requires_grad]
+        self.disc_params = [p for d in self.loss.discriminators() for p in d.parameters() if p.requires_grad]
         self.disc_optimizer = torch.optim.AdamW(
             self.disc_params, lr=optim.disc_lr or optim.lr, betas=optim.betas, weight_decay=optim.weight_decay
         )
@@ -148,7 +148,7 @@ class Trainer:
         accumulation = config.grad_accumulation
 
         self.model.train()
-        self.loss.discriminator.requires_grad_(False)
+        _set_requires_grad(self.loss.discriminators(), False)
         self.optimizer.zero_grad(set_to_none=True)
         pairs, totals = [], {}
         for micro in range(accumulation):
@@ -164,7 +164,7 @@ class Trainer:
         self.optimizer.step()
 
         if gan_on:
-            self.loss.discriminator.requires_grad_(True)
+            _set_requires_grad(self.loss.discriminators(), True)
             self.disc_optimizer.zero_grad(set_to_none=True)
             for real, fake in pairs:
                 with self._autocast():
@@ -275,9 +275,9 @@ class Trainer:
         changed = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k])
         if changed:
             raise ValueError(f"cannot resume from {folder}: the config changed in {changed}")
-        self.model.load_state_dict(Tokenizer.from_pretrained(folder).state_dict())
+        self.model.load_state_dict(load_tokenizer(folder).state_dict())
         if self.ema is not None:
-            self.ema.load_state_dict(Tokenizer.from_pretrained(folder / "ema").state_dict())
+            self.ema.load_state_dict(load_tokenizer(folder / "ema").state_dict())
         _load_loss_state(self.loss, load_file(str(folder / "loss.safetensors"), device=str(self.device)), folder)
         self.optimizer.load_state_dict(state["optimizer"])
         self.disc_optimizer.load_state_dict(state["disc_optimizer"])
@@ -288,6 +288,11 @@ class Trainer:
         if self.rank == 0:
             with open(self.out_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+def _set_requires_grad(modules: list[torch.nn.Module], flag: bool) -> None:
+    for module in modules:
+        module.requires_grad_(flag)
 
 
 def _loss_state(loss: VQGANLoss) -> dict[str, torch.Tensor]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .losses import VQGANLossConfig
-from .models import TokenizerConfig
+from .models import TokenizerConfig, config_from_dict, config_to_dict
 
 
 @dataclass(frozen=True)
@@ -97,7 +97,7 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         flat = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        flat["model"] = self.model.to_dict()
+        flat["model"] = config_to_dict(self.model)
         flat["loss"] = self.loss.to_dict()
         flat["data"] = dataclasses.asdict(self.data)
         flat["optim"] = dataclasses.asdict(self.optim)
@@ -108,7 +108,7 @@ class TrainConfig:
         raw = dict(raw)
         _reject_unknown("config", raw, cls)
         if "model" in raw:
-            raw["model"] = TokenizerConfig.from_dict(raw["model"])
+            raw["model"] = config_from_dict(raw["model"])
         if "loss" in raw:
             raw["loss"] = VQGANLossConfig.from_dict(raw["loss"])
         for name, section in (("data", DataConfig), ("optim", OptimConfig)):

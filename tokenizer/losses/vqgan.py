@@ -32,7 +32,8 @@ class VQGANLossConfig:
     disc_layers: int = 3  # stride-2 convs of the patch discriminator (70x70 patches for 3)
     disc_width: int = 64  # channels of the discriminator's first conv (pix2pix's ndf)
     disc_norm: str = "batch"  # "batch" as taming; "group" for small per-GPU batches; or "none"
-    disc_dims: int = 2  # 2: PatchDiscriminator (video frames folded into the batch); 3: PatchDiscriminator3D
+    # 2: one PatchDiscriminator (video frames scored as images); 3: also a PatchDiscriminator3D on video clips
+    disc_dims: int = 2
     adaptive_weight_max: float = 1e4  # upper clamp of the adaptive GAN weight (taming's value)
     lecam_weight: float = 0.0  # weight of the LeCam regulariser in the discriminator loss (0: off; ~0.001-0.01)
     quantizer_weight: float = 1.0  # weight of the quantizer's own loss (commitment / codebook / entropy)
@@ -80,16 +81,17 @@ class VQGANLoss(nn.Module):
     """Generator and discriminator losses of VQ-GAN training.
 
     Holds the frozen LPIPS network (``perceptual``, ``None`` when ``perceptual_weight == 0``), the patch
-    discriminator (``discriminator``; optimise its parameters with a separate optimizer) and, when
-    ``lecam_weight > 0``, the ``LeCam`` averages. With ``[.]`` the indicator and ``lambda`` the adaptive weight:
+    discriminators (``discriminators()``: the frame one, plus a 3-D one for videos when ``disc_dims == 3``;
+    optimise them with a separate optimizer) and, when ``lecam_weight > 0``, the ``LeCam`` averages (of the
+    frame discriminator's logits). With ``[.]`` the indicator and ``lambda`` the adaptive weight:
 
         L_rec' = rec_weight * L_rec(x, x_hat) + perceptual_weight * mean_b LPIPS(x_hat, x)
         L_gen  = L_rec' + quantizer_weight * L_q + [step >= disc_start] * disc_weight * lambda * L_G(D(x_hat))
         lambda = adaptive_generator_weight(L_rec', L_G, last_layer)   (training mode only; else 0)
         L_disc = [step >= disc_start] * (L_D(D(x), D(sg(x_hat))) + lecam_weight * R_LC)
 
-    Pixels are in ``[-1, 1]``, ``[B, 3, H, W]`` or ``[B, 3, T, H, W]``. A 2-D discriminator scores the frames
-    of a video as images; ``disc_dims=3`` needs video input.
+    With two discriminators, ``L_G`` and ``L_D`` are sums over both. Pixels are in ``[-1, 1]``, ``[B, 3, H, W]``
+    or ``[B, 3, T, H, W]``; the frame discriminator scores the frames of a video as images.
 
     Use: ``loss, logs = crit.generator_loss(...)``; backward; generator step. Then zero the discriminator's
     gradients (the generator loss also reaches them) and run ``crit.discriminator_loss(...)``; before
@@ -100,8 +102,12 @@ class VQGANLoss(nn.Module):
         super().__init__()
         self.config = config = config or VQGANLossConfig()
         self.perceptual = build_perceptual(config.vgg_path, config.lin_path, config.perceptual_weight)
-        disc = PatchDiscriminator if config.disc_dims == 2 else PatchDiscriminator3D
-        self.discriminator = disc(3, config.disc_width, config.disc_layers, config.disc_norm)
+        self.discriminator = PatchDiscriminator(3, config.disc_width, config.disc_layers, config.disc_norm)
+        self.discriminator_3d = (
+            PatchDiscriminator3D(3, config.disc_width, config.disc_layers, config.disc_norm)
+            if config.disc_dims == 3
+            else None
+        )
         self.lecam = LeCam() if config.lecam_weight > 0 else None
         self._d_loss = D_LOSSES[config.disc_loss]
         self._g_loss = G_LOSSES[config.disc_loss]
@@ -110,10 +116,18 @@ class VQGANLoss(nn.Module):
         """Whether the GAN terms are on at ``step``."""
         return step >= self.config.disc_start
 
-    def _discriminate(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim == 5 and self.config.disc_dims == 2:
-            x = x.transpose(1, 2).flatten(0, 1)
-        return self.discriminator(x)
+    def discriminators(self) -> list[nn.Module]:
+        """The trainable discriminators (optimise their parameters with one separate optimizer)."""
+        return [d for d in (self.discriminator, self.discriminator_3d) if d is not None]
+
+    def _discriminate(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Logits of each discriminator that applies: the frame one always (video frames folded into the
+        batch), the 3-D one on videos when ``disc_dims == 3``."""
+        frames = x.transpose(1, 2).flatten(0, 1) if x.ndim == 5 else x
+        logits = [self.discriminator(frames)]
+        if x.ndim == 5 and self.discriminator_3d is not None:
+            logits.append(self.discriminator_3d(x))
+        return logits
 
     def generator_loss(
         self,
@@ -146,7 +160,7 @@ class VQGANLoss(nn.Module):
         loss = nll + cfg.quantizer_weight * quantizer_loss
         g, d_weight = zero, zero
         if self.gan_active(step) and cfg.disc_weight > 0:
-            g = self._g_loss(self._discriminate(x_hat))
+            g = sum(self._g_loss(logits) for logits in self._discriminate(x_hat))
             if self.training and torch.is_grad_enabled():
                 if last_layer is None:
                     raise ValueError("generator_loss needs last_layer (the decoder's last weight) once the GAN is on")
@@ -174,9 +188,10 @@ class VQGANLoss(nn.Module):
         zero = x.new_zeros((), dtype=torch.float32)
         if not self.gan_active(step):
             return zero, {"d": zero, "logits_real": zero, "logits_fake": zero, "lecam": zero}
-        logits_real = self._discriminate(x.detach())
-        logits_fake = self._discriminate(x_hat.detach())
-        loss = self._d_loss(logits_real, logits_fake)
+        all_real = self._discriminate(x.detach())
+        all_fake = self._discriminate(x_hat.detach())
+        loss = sum(self._d_loss(real, fake) for real, fake in zip(all_real, all_fake))
+        logits_real, logits_fake = all_real[0], all_fake[0]  # the frame discriminator's
         lecam = zero
         if self.lecam is not None:
             lecam = self.lecam(logits_real, logits_fake)

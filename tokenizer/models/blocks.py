@@ -9,6 +9,9 @@ tensor for tensor: ``conv_in``, ``down.{i}.block.{j}``, ``down.{i}.attn.{j}``, `
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -29,18 +32,32 @@ def conv1x1(channels_in: int, channels_out: int) -> nn.Conv2d:
     return nn.Conv2d(channels_in, channels_out, kernel_size=1)
 
 
+@dataclass(frozen=True)
+class Ops:
+    """The layers an encoder/decoder is built from; the causal video model swaps in 3-D ones
+    (``tokenizer.models.causal``) and keeps every parameter name."""
+
+    conv: Callable[[int, int], nn.Module]  # 3x3 "same" convolution, channels in -> out
+    pointwise: Callable[[int, int], nn.Module]  # 1x1 convolution
+    norm: Callable[[int], nn.Module]
+    attention: Callable[[int], nn.Module]
+    downsample: Callable[[int, int], nn.Module]  # (channels, level) -> halve the resolution after `level`
+    upsample: Callable[[int, int], nn.Module]  # (channels, level) -> double the resolution into `level - 1`
+
+
 class ResnetBlock(nn.Module):
     """``x + conv2(dropout(swish(norm2(conv1(swish(norm1(x)))))))``; a 1x1 ``nin_shortcut`` maps ``x``
     when the channel count changes."""
 
-    def __init__(self, channels_in: int, channels_out: int, dropout: float = 0.0) -> None:
+    def __init__(self, channels_in: int, channels_out: int, dropout: float = 0.0, ops: Ops | None = None) -> None:
         super().__init__()
-        self.norm1 = normalize(channels_in)
-        self.conv1 = conv3x3(channels_in, channels_out)
-        self.norm2 = normalize(channels_out)
+        ops = ops or IMAGE_OPS
+        self.norm1 = ops.norm(channels_in)
+        self.conv1 = ops.conv(channels_in, channels_out)
+        self.norm2 = ops.norm(channels_out)
         self.dropout = nn.Dropout(dropout)
-        self.conv2 = conv3x3(channels_out, channels_out)
-        self.nin_shortcut = conv1x1(channels_in, channels_out) if channels_in != channels_out else None
+        self.conv2 = ops.conv(channels_out, channels_out)
+        self.nin_shortcut = ops.pointwise(channels_in, channels_out) if channels_in != channels_out else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
@@ -97,10 +114,10 @@ class Level(nn.Module):
     """One resolution level: ``block`` (ResnetBlocks), ``attn`` (one AttnBlock after each block, or
     none) and, where the level changes resolution, ``downsample`` / ``upsample``."""
 
-    def __init__(self, widths: list[tuple[int, int]], attention: bool, dropout: float) -> None:
+    def __init__(self, widths: list[tuple[int, int]], attention: bool, dropout: float, ops: Ops) -> None:
         super().__init__()
-        self.block = nn.ModuleList([ResnetBlock(c_in, c_out, dropout) for c_in, c_out in widths])
-        self.attn = nn.ModuleList([AttnBlock(c_out) for _, c_out in widths] if attention else [])
+        self.block = nn.ModuleList([ResnetBlock(c_in, c_out, dropout, ops) for c_in, c_out in widths])
+        self.attn = nn.ModuleList([ops.attention(c_out) for _, c_out in widths] if attention else [])
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         for j, block in enumerate(self.block):
@@ -113,35 +130,46 @@ class Level(nn.Module):
 class Middle(nn.Module):
     """``block_1 -> attn_1 -> block_2`` at the lowest resolution."""
 
-    def __init__(self, channels: int, dropout: float) -> None:
+    def __init__(self, channels: int, dropout: float, ops: Ops) -> None:
         super().__init__()
-        self.block_1 = ResnetBlock(channels, channels, dropout)
-        self.attn_1 = AttnBlock(channels)
-        self.block_2 = ResnetBlock(channels, channels, dropout)
+        self.block_1 = ResnetBlock(channels, channels, dropout, ops)
+        self.attn_1 = ops.attention(channels)
+        self.block_2 = ResnetBlock(channels, channels, dropout, ops)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.block_2(self.attn_1(self.block_1(h)))
 
 
+IMAGE_OPS = Ops(
+    conv=conv3x3,
+    pointwise=conv1x1,
+    norm=normalize,
+    attention=AttnBlock,
+    downsample=lambda channels, level: Downsample(channels),
+    upsample=lambda channels, level: Upsample(channels),
+)
+
+
 class Encoder(nn.Module):
     """Pixels ``[B, in_channels, H, W]`` -> latents ``[B, z_channels, H/f, W/f]``, ``f = downsample_factor``."""
 
-    def __init__(self, config: TokenizerConfig) -> None:
+    def __init__(self, config: TokenizerConfig, ops: Ops | None = None) -> None:
         super().__init__()
+        ops = ops or IMAGE_OPS
         ch, mult, attention = config.ch, config.ch_mult, config.attention_levels
-        self.conv_in = conv3x3(config.in_channels, ch)
+        self.conv_in = ops.conv(config.in_channels, ch)
         self.down = nn.ModuleList()
         width = ch
         for i, m in enumerate(mult):
             widths = [(width if j == 0 else ch * m, ch * m) for j in range(config.num_res_blocks)]
-            level = Level(widths, i in attention, config.dropout)
+            level = Level(widths, i in attention, config.dropout, ops)
             width = ch * m
             if i != len(mult) - 1:
-                level.downsample = Downsample(width)
+                level.downsample = ops.downsample(width, i)
             self.down.append(level)
-        self.mid = Middle(width, config.dropout)
-        self.norm_out = normalize(width)
-        self.conv_out = conv3x3(width, config.z_channels)
+        self.mid = Middle(width, config.dropout, ops)
+        self.norm_out = ops.norm(width)
+        self.conv_out = ops.conv(width, config.z_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(x)
@@ -159,23 +187,24 @@ class Decoder(nn.Module):
     ``up[i]`` is level ``i`` (``up[0]`` the full resolution); they run from the last level to the first.
     """
 
-    def __init__(self, config: TokenizerConfig) -> None:
+    def __init__(self, config: TokenizerConfig, ops: Ops | None = None) -> None:
         super().__init__()
+        ops = ops or IMAGE_OPS
         ch, mult, attention = config.ch, config.ch_mult, config.attention_levels
         width = ch * mult[-1]
-        self.conv_in = conv3x3(config.z_channels, width)
-        self.mid = Middle(width, config.dropout)
+        self.conv_in = ops.conv(config.z_channels, width)
+        self.mid = Middle(width, config.dropout, ops)
         levels: list[Level] = []
         for i in reversed(range(len(mult))):
             widths = [(width if j == 0 else ch * mult[i], ch * mult[i]) for j in range(config.num_res_blocks + 1)]
-            level = Level(widths, i in attention, config.dropout)
+            level = Level(widths, i in attention, config.dropout, ops)
             width = ch * mult[i]
             if i != 0:
-                level.upsample = Upsample(width)
+                level.upsample = ops.upsample(width, i)
             levels.insert(0, level)
         self.up = nn.ModuleList(levels)
-        self.norm_out = normalize(width)
-        self.conv_out = conv3x3(width, config.out_channels)
+        self.norm_out = ops.norm(width)
+        self.conv_out = ops.conv(width, config.out_channels)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.conv_in(z))

@@ -8,6 +8,7 @@ import os
 import uuid
 from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import ClassVar
 
 import safetensors.torch
 import torch
@@ -16,7 +17,7 @@ from torch import nn
 from ..quantizers import QuantizerOutput, ResidualConfig, VQConfig, build_quantizer
 from . import taming
 from ._state import check_state_dict
-from .blocks import Decoder, Encoder
+from .blocks import IMAGE_OPS, Decoder, Encoder, Ops
 from .config import TokenizerConfig
 
 FORMAT = "tessera-tokenizer"  # the "format" tag of config.json
@@ -37,19 +38,29 @@ class Tokenizer(nn.Module):
     also through ``encode``.
     """
 
+    config_class: ClassVar[type[TokenizerConfig]] = TokenizerConfig
+    model_kind: ClassVar[str] = "image"  # the "model" tag of config.json
+    grid_ranks: ClassVar[tuple[int, ...]] = (2,)  # token grids it makes: [h, w] (the video model adds [t, h, w])
+
     def __init__(self, config: TokenizerConfig | None = None) -> None:
         super().__init__()
-        config = TokenizerConfig() if config is None else config
-        if not isinstance(config, TokenizerConfig):
-            raise TypeError(f"config must be a TokenizerConfig, got {type(config).__name__}")
+        config = self.config_class() if config is None else config
+        if type(config) is not self.config_class:
+            raise TypeError(f"config must be a {self.config_class.__name__}, got {type(config).__name__}")
         self.config = config
-        self.encoder = Encoder(config)
-        self.quant_conv = nn.Conv2d(config.z_channels, config.embed_dim, kernel_size=1)
+        ops = self.layer_ops(config)
+        self.encoder = Encoder(config, ops)
+        self.quant_conv = ops.pointwise(config.z_channels, config.embed_dim)
         self.quantize = build_quantizer(config.quantizer)
-        self.post_quant_conv = nn.Conv2d(config.embed_dim, config.z_channels, kernel_size=1)
-        self.decoder = Decoder(config)
+        self.post_quant_conv = ops.pointwise(config.embed_dim, config.z_channels)
+        self.decoder = Decoder(config, ops)
         if self.quantize.dim != config.embed_dim:  # a config bug, not a user error
             raise AssertionError(f"quantizer takes {self.quantize.dim} channels, config says {config.embed_dim}")
+
+    @classmethod
+    def layer_ops(cls, config: TokenizerConfig) -> Ops:
+        """The layers the encoder and decoder are built from (2-D here; causal 3-D in the video model)."""
+        return IMAGE_OPS
 
     # --- properties -------------------------------------------------------------------------------------
 
@@ -74,9 +85,11 @@ class Tokenizer(nn.Module):
         if not isinstance(pixels, torch.Tensor) or not pixels.dtype.is_floating_point:
             raise TypeError(f"pixels must be a floating tensor, got {getattr(pixels, 'dtype', type(pixels).__name__)}")
         channels, f = self.config.in_channels, self.downsample_factor
-        if pixels.ndim != 4 or pixels.shape[1] != channels:
-            raise ValueError(f"pixels must be [B, {channels}, H, W], got shape {tuple(pixels.shape)}")
-        height, width = pixels.shape[2:]
+        layouts = {4: f"[B, {channels}, H, W]", 5: f"[B, {channels}, T, H, W]"}
+        allowed = [layouts[2 + rank] for rank in self.grid_ranks]
+        if pixels.ndim - 2 not in self.grid_ranks or pixels.shape[1] != channels:
+            raise ValueError(f"pixels must be {' or '.join(allowed)}, got shape {tuple(pixels.shape)}")
+        height, width = pixels.shape[-2:]
         if height == 0 or width == 0 or height % f or width % f:
             raise ValueError(
                 f"pixels of shape {tuple(pixels.shape)}: height and width must be positive multiples of the "
@@ -108,8 +121,10 @@ class Tokenizer(nn.Module):
         if not isinstance(indices, torch.Tensor) or indices.dtype.is_floating_point or indices.dtype == torch.bool:
             raise TypeError(f"indices must be an integer tensor, got {getattr(indices, 'dtype', type(indices))}")
         residual = isinstance(self.config.quantizer, ResidualConfig)
-        expected = "[B, h, w, depth]" if residual else "[B, h, w]"
-        if indices.ndim != (4 if residual else 3) or (residual and indices.shape[-1] != self.config.quantizer.depth):
+        grids = {2: "[B, h, w", 3: "[B, t, h, w"}
+        expected = " or ".join(grids[r] + (", depth]" if residual else "]") for r in self.grid_ranks)
+        grid_rank = indices.ndim - 1 - int(residual)
+        if grid_rank not in self.grid_ranks or (residual and indices.shape[-1] != self.config.quantizer.depth):
             raise ValueError(f"indices must be {expected}, got shape {tuple(indices.shape)}")
         lowest = -1 if residual else 0
         if indices.numel():
@@ -121,10 +136,14 @@ class Tokenizer(nn.Module):
     def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
         """Pixels ``[B, 3, h*f, w*f]`` for quantized codes ``[B, embed_dim, h, w]`` (the quantizer's output
         space, e.g. ``QuantizerOutput.quantized`` or ``quantize.indices_to_codes``). Differentiable."""
-        if not isinstance(codes, torch.Tensor) or codes.ndim != 4 or codes.shape[1] != self.config.embed_dim:
+        ranks = [2 + rank for rank in self.grid_ranks]
+        if not isinstance(codes, torch.Tensor) or codes.ndim not in ranks or codes.shape[1] != self.config.embed_dim:
             shape = tuple(codes.shape) if isinstance(codes, torch.Tensor) else type(codes).__name__
-            raise ValueError(f"codes must be [B, {self.config.embed_dim}, h, w], got {shape}")
-        return self.decoder(self.post_quant_conv(codes.to(self.post_quant_conv.weight.dtype)))
+            layouts = {4: "h, w", 5: "t, h, w"}
+            expected = " or ".join(f"[B, {self.config.embed_dim}, {layouts[r]}]" for r in ranks)
+            raise ValueError(f"codes must be {expected}, got {shape}")
+        dtype = next(self.post_quant_conv.parameters()).dtype
+        return self.decoder(self.post_quant_conv(codes.to(dtype)))
 
     def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, QuantizerOutput]:
         """Reconstruct pixels ``[B, 3, H, W]`` in ``[-1, 1]``: returns ``(reconstruction [B, 3, H, W],
@@ -154,7 +173,8 @@ class Tokenizer(nn.Module):
         with _replacing(directory / WEIGHTS_NAME) as tmp:
             safetensors.torch.save_file(state, str(tmp), metadata=metadata)
         with _replacing(directory / CONFIG_NAME) as tmp:
-            tmp.write_text(json.dumps({"format": FORMAT, "version": VERSION, **config}, indent=2) + "\n")
+            header = {"format": FORMAT, "version": VERSION, "model": self.model_kind}
+            tmp.write_text(json.dumps({**header, **config}, indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike[str]) -> Tokenizer:
@@ -176,7 +196,13 @@ class Tokenizer(nn.Module):
         version = data.pop("version", None)
         if not isinstance(version, int) or not 1 <= version <= VERSION:
             raise ValueError(f"{str(config_path)!r} has version {version!r}; this library reads up to {VERSION}")
-        model = cls(TokenizerConfig.from_dict(data))
+        kind = data.pop("model", "image")
+        if kind != cls.model_kind:
+            raise ValueError(
+                f"{str(directory)!r} holds a {kind} tokenizer, not a {cls.model_kind} one; "
+                "tokenizer.load_tokenizer() loads either"
+            )
+        model = cls(cls.config_class.from_dict(data))
         model._load_checked(safetensors.torch.load_file(str(weights_path), device="cpu"), str(weights_path))
         return model.eval()
 

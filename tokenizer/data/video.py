@@ -1,0 +1,546 @@
+"""Reading clips from video files into model-ready tensors, and writing tensors back to video files.
+
+Pixels leave this module as fp32 ``[3, T, H, W]`` (or ``[3, H, W]`` per frame) in ``[-1, 1]``, the layout and
+range of the Tokenizer. Decoding goes through PyAV (FFmpeg): mp4, mov, mkv, webm (VP8/VP9) and animated GIF.
+
+Reading seeks: a clip that starts at ``t`` seconds seeks to the keyframe at or before ``t``, decodes forward,
+discards the frames before ``t`` and stops as soon as the clip is complete, so reading a short clip near the end
+of a long video costs about one group of pictures, not the whole file. Times are measured from the video stream's
+first timestamp, so ``start=0`` is always the first frame.
+
+Every file problem (missing, empty, not a video, no video stream, truncated or corrupt data, a clip that runs
+past the end) raises ``VideoReadError``, a ``ValueError`` whose message names the file and the reason.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from itertools import islice
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+from PIL import Image
+
+from .images import to_tensor, to_uint8
+from .preprocess import ImagePreprocess
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".gif"})
+
+# container format and default codec for each extension write_video understands
+_WRITE_FORMATS = {
+    ".mp4": ("mp4", "libx264"),
+    ".m4v": ("mp4", "libx264"),
+    ".mov": ("mov", "libx264"),
+    ".mkv": ("matroska", "libx264"),
+    ".webm": ("webm", "libvpx-vp9"),
+    ".gif": ("gif", "gif"),
+}
+# constant-quality setting used when write_video is given crf=None: visually near-lossless for each codec
+_DEFAULT_CRF = {"libx264": 18, "libx265": 20, "libvpx-vp9": 24, "libvpx": 8}
+# codecs whose frames depend on earlier frames without keyframe marking that a seek can trust: decode from the start
+_NO_SEEK_CODECS = frozenset({"gif", "apng", "webp"})
+
+
+class VideoReadError(ValueError):
+    """A video file that cannot give the requested pixels; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about a file's video stream (no frame is decoded to find it)."""
+
+    frames: int | None  # frame count: the header's, else round(duration * fps); None when neither is known
+    fps: float  # average frame rate (frames per second)
+    duration: float | None  # seconds of video, None when the container does not say
+    width: int
+    height: int
+    codec: str  # FFmpeg decoder name: "h264", "vp9", "gif", ...
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """Which frames make a clip: ``frames`` frames from ``start`` seconds on, every ``stride``-th, or at ``fps``.
+
+    With ``fps`` set, the clip is resampled in time: target timestamps are ``start + k / fps`` and each takes the
+    nearest source frame (an exact half-way tie takes the later one), so frames are dropped or repeated as the
+    rates require. ``fps`` and ``stride > 1`` are mutually exclusive.
+    """
+
+    frames: int = 17  # clip length; 17 = 1 + 16 suits a causal tokenizer with 4x temporal downsampling
+    stride: int = 1  # take every stride-th decoded frame
+    fps: float | None = None  # target frame rate; None keeps the source timing (with stride)
+    start: float = 0.0  # seconds from the first frame
+
+    def __post_init__(self) -> None:
+        if isinstance(self.frames, bool) or not isinstance(self.frames, int) or self.frames < 1:
+            raise ValueError(f"frames must be a positive integer, got {self.frames!r}")
+        if isinstance(self.stride, bool) or not isinstance(self.stride, int) or self.stride < 1:
+            raise ValueError(f"stride must be a positive integer, got {self.stride!r}")
+        if self.fps is not None and not (math.isfinite(self.fps) and self.fps > 0):
+            raise ValueError(f"fps must be a positive frame rate or None, got {self.fps!r}")
+        if self.fps is not None and self.stride > 1:
+            raise ValueError(f"fps={self.fps} and stride={self.stride} are mutually exclusive: set one of them")
+        if not (math.isfinite(self.start) and self.start >= 0):
+            raise ValueError(f"start must be a non-negative number of seconds, got {self.start!r}")
+
+
+# --- opening and probing ----------------------------------------------------------------------------------
+
+
+@contextmanager
+def _open(path: str | Path) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
+    """Open ``path`` and pick its first real video stream (cover art does not count); errors name the file."""
+    name = str(path)
+    try:
+        size = os.path.getsize(path)
+    except OSError as err:
+        raise VideoReadError(f"cannot read {name!r}: {err.strerror or err}") from err
+    if size == 0:
+        raise VideoReadError(f"{name!r} is empty (0 bytes)")
+    try:
+        container = av.open(name, mode="r")
+    except av.error.FFmpegError as err:
+        raise VideoReadError(f"cannot read video {name!r}: not a recognised or complete video file ({err})") from err
+    try:
+        streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+        if not streams:
+            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            raise VideoReadError(f"{name!r} has no video stream (streams: {', '.join(kinds)})")
+        stream = streams[0]
+        stream.thread_type = "AUTO"  # frame + slice threads; the order of output frames is unchanged
+        yield container, stream
+    finally:
+        container.close()
+
+
+def _frame_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return Fraction(rate)
+    return None
+
+
+def _duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Fraction | None:
+    if stream.duration and stream.time_base:
+        return stream.duration * Fraction(stream.time_base)
+    if container.duration:
+        return Fraction(container.duration, av.time_base)
+    return None
+
+
+def _info(container: av.container.InputContainer, stream: av.video.stream.VideoStream, name: str) -> VideoInfo:
+    rate = _frame_rate(stream)
+    if rate is None:
+        raise VideoReadError(f"{name!r}: the video stream does not declare a frame rate")
+    duration = _duration(container, stream)
+    frames = stream.frames or (round(duration * rate) if duration else None)
+    codec = stream.codec_context.name
+    return VideoInfo(
+        frames, float(rate), None if duration is None else float(duration), stream.width, stream.height, codec
+    )
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Frame count, rate, duration, size and codec of a video file, from its header (nothing is decoded).
+
+    Raises VideoReadError for a missing or zero-length file, a file that is not a video container, or a container
+    without a video stream (an audio-only file).
+    """
+    with _open(path) as (container, stream):
+        return _info(container, stream, str(path))
+
+
+# --- decoding ----------------------------------------------------------------------------------------------
+
+
+def _decoded(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, name: str
+) -> Iterator[av.VideoFrame]:
+    """Frames of ``stream`` in presentation order from the container's current position, decoded one at a time.
+
+    The single place that decodes: tests wrap it to count decoded frames.
+    """
+    try:
+        for packet in container.demux(stream):
+            yield from packet.decode()
+    except av.error.FFmpegError as err:
+        raise VideoReadError(f"{name!r} is corrupt or truncated: decoding failed ({err})") from err
+
+
+@dataclass
+class _Timeline:
+    """Timing of an opened stream, exact: frame times as Fractions of a second from the first frame."""
+
+    origin: int  # pts of the first frame
+    time_base: Fraction
+    frame_duration: Fraction  # seconds, from the declared rate
+    info: VideoInfo
+
+    def time(self, frame: av.VideoFrame, previous: Fraction | None) -> Fraction:
+        if frame.pts is None:  # some raw streams carry no timestamps: assume a constant rate
+            return Fraction(0) if previous is None else previous + self.frame_duration
+        return (frame.pts - self.origin) * self.time_base
+
+
+def _timed_frames(path: str | Path, start: Fraction) -> Iterator[tuple[Fraction, av.VideoFrame, _Timeline]]:
+    """Decoded frames with their times (seconds from the first frame), from the last frame before ``start`` on.
+
+    Seeks to the keyframe at or before ``start`` when ``start > 0``; the frames before ``start`` are decoded (a
+    decoder needs them) and dropped here, except the last one, which the nearest-frame resampling may pick.
+    Close the generator (``contextlib.closing``) to stop decoding early and close the file.
+    """
+    name = str(path)
+    with _open(path) as (container, stream):
+        info = _info(container, stream, name)
+        rate = _frame_rate(stream)
+        origin = stream.start_time if stream.start_time is not None else 0
+        timeline = _Timeline(origin, Fraction(stream.time_base), 1 / rate, info)
+        if info.duration is not None and start >= Fraction(info.duration) and start > 0:
+            raise VideoReadError(
+                f"{name!r}: a clip starting at {float(start):g} s is out of range: the video is "
+                f"{info.duration:g} s long ({_frame_count(info)})"
+            )
+        frames = _decoded(container, stream, name)
+        if start > 0 and info.codec not in _NO_SEEK_CODECS:
+            # backward: the keyframe at or before the target, from which decoding reproduces every later frame
+            container.seek(origin + math.floor(start / timeline.time_base), stream=stream, backward=True)
+            frames = _decoded(container, stream, name)
+            first = next(frames, None)
+            if first is None or timeline.time(first, None) > start:
+                # the index put us past the target (or nowhere): rewind to the first frame instead
+                frames.close()
+                container.seek(origin, stream=stream, backward=True)
+                frames = _decoded(container, stream, name)
+            else:
+                frames = _chain(first, frames)
+        previous: tuple[Fraction, av.VideoFrame] | None = None
+        with closing(frames):
+            for frame in frames:
+                t = timeline.time(frame, None if previous is None else previous[0])
+                if t < start:
+                    previous = (t, frame)
+                    continue
+                if previous is not None:
+                    yield (*previous, timeline)
+                    previous = None
+                yield t, frame, timeline
+        if previous is not None:  # every decoded frame lies before start (start within the last frame)
+            yield (*previous, timeline)
+
+
+def _chain(first: av.VideoFrame, rest: Iterator[av.VideoFrame]) -> Iterator[av.VideoFrame]:
+    with closing(rest):
+        yield first
+        yield from rest
+
+
+def _frame_count(info: VideoInfo) -> str:
+    return f"{info.frames} frames" if info.frames is not None else "unknown frame count"
+
+
+def _to_pixels(frame: av.VideoFrame, preprocess: ImagePreprocess | None, seed: int) -> torch.Tensor:
+    """Decoded frame -> fp32 ``[3, H, W]`` in ``[-1, 1]``; transparency is composited on white, as for images."""
+    if any(component.is_alpha for component in frame.format.components):
+        rgba = Image.fromarray(frame.to_ndarray(format="rgba"), "RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    elif preprocess is None:
+        return torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1).float().div_(127.5).sub_(1.0)
+    else:
+        image = frame.to_image()
+    if preprocess is not None:
+        image = preprocess.apply(image, seed)
+    return to_tensor(image)
+
+
+def _preprocess(resize: int | None, size: int | None, crop: str) -> ImagePreprocess | None:
+    """ImagePreprocess's spatial semantics with factor 1: without ``size`` the frame keeps its (resized) shape."""
+    if resize is None and size is None and crop == "center":
+        return None
+    return ImagePreprocess(resize=resize, size=size, crop=crop, factor=1)
+
+
+def _seconds(value: float) -> Fraction:
+    # floats such as 0.1 are not exact: take the nearest simple fraction so 0.1 s meets a frame stamped 1/10 s
+    return Fraction(value).limit_denominator(1_000_000)
+
+
+def iter_frames(
+    path: str | Path,
+    *,
+    start: float = 0.0,
+    stride: int = 1,
+    resize: int | None = None,
+    size: int | None = None,
+    crop: str = "center",
+    seed: int = 0,
+) -> Iterator[torch.Tensor]:
+    """Frames of ``path`` one at a time as fp32 ``[3, H, W]`` in ``[-1, 1]``: every ``stride``-th from ``start`` s.
+
+    The first frame is the first at or after ``start`` (seconds from the first frame). Memory stays bounded by one
+    decoded group of pictures whatever the video's length; the file is closed when the iterator is exhausted or
+    closed. ``resize``, ``size``, ``crop`` and ``seed`` work as in ``read_clip``.
+    """
+    ClipSpec(frames=1, stride=stride, start=start)  # validates stride and start, naming the field
+    preprocess = _preprocess(resize, size, crop)
+    begin = _seconds(start)
+    with closing(_timed_frames(path, begin)) as frames:
+        index = 0
+        for t, frame, _ in frames:
+            if t < begin:
+                continue
+            if index % stride == 0:
+                yield _to_pixels(frame, preprocess, seed)
+            index += 1
+
+
+def iter_windows(path: str | Path, first: int, window: int, **kwargs) -> Iterator[torch.Tensor]:
+    """Consecutive chunks of ``iter_frames(path, **kwargs)`` as fp32 ``[3, T, H, W]`` in ``[-1, 1]``.
+
+    The first chunk has ``first`` frames, every later one ``window`` frames; the last may be shorter (the caller
+    decides whether to pad, drop or encode it). For a causal tokenizer: ``first=1 + k * window`` or ``first=1``.
+    Only one chunk is held at a time.
+    """
+    for field, value in (("first", first), ("window", window)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{field} must be a positive number of frames, got {value!r}")
+    chunk: list[torch.Tensor] = []
+    wanted = first
+    with closing(iter_frames(path, **kwargs)) as frames:
+        for frame in frames:
+            chunk.append(frame)
+            if len(chunk) == wanted:
+                yield torch.stack(chunk, dim=1)
+                chunk, wanted = [], window
+    if chunk:
+        yield torch.stack(chunk, dim=1)
+
+
+def read_clip(
+    path: str | Path,
+    spec: ClipSpec = ClipSpec(),
+    *,
+    size: int | None = None,
+    resize: int | None = None,
+    crop: str = "center",
+    seed: int = 0,
+    pad: str = "error",
+) -> torch.Tensor:
+    """One clip of ``path`` as fp32 ``[3, spec.frames, H, W]`` in ``[-1, 1]``.
+
+    Frames are chosen by ``spec`` (start, stride or resampling fps); the file is read by seeking to the keyframe
+    before the start and decoding only until the clip is complete.
+
+    Spatially, as ``ImagePreprocess``: ``resize`` scales the shorter side to that many pixels (bicubic,
+    antialiased); ``size`` crops a ``size`` x ``size`` square (scaling the shorter side up to ``size`` first if it
+    is smaller), centred (``crop="center"``) or at a random offset (``crop="random"``) drawn from ``seed``; the
+    same crop applies to every frame of the clip. With neither, frames keep their size.
+
+    When the video ends before the clip is complete, ``pad="error"`` (default) raises VideoReadError saying how
+    many frames were available; ``pad="repeat_last"`` repeats the last available frame instead (a clip with no
+    frame at all is still an error).
+    """
+    if pad not in ("error", "repeat_last"):
+        raise ValueError(f"pad must be 'error' or 'repeat_last', got {pad!r}")
+    preprocess = _preprocess(resize, size, crop)
+    name = str(path)
+    if spec.fps is None:
+        with closing(
+            iter_frames(path, start=spec.start, stride=spec.stride, resize=resize, size=size, crop=crop, seed=seed)
+        ) as it:
+            picked = list(islice(it, spec.frames))
+    else:
+        picked = _resampled(path, spec, preprocess, seed)
+    if len(picked) < spec.frames:
+        if not picked or pad == "error":
+            raise VideoReadError(_short_message(name, spec, len(picked)))
+        picked += [picked[-1]] * (spec.frames - len(picked))
+    return torch.stack(picked, dim=1)
+
+
+def _resampled(path: str | Path, spec: ClipSpec, preprocess: ImagePreprocess | None, seed: int) -> list[torch.Tensor]:
+    """Nearest source frame for each target time ``start + k / fps`` (ties take the later frame)."""
+    start, step = _seconds(spec.start), 1 / Fraction(spec.fps).limit_denominator(1_000_000)
+    targets = [start + k * step for k in range(spec.frames)]
+    picked: list[torch.Tensor] = []
+    previous: tuple[Fraction, av.VideoFrame, torch.Tensor | None] | None = None
+    timeline: _Timeline | None = None
+
+    def pixels_of(entry: tuple[Fraction, av.VideoFrame, torch.Tensor | None]) -> torch.Tensor:
+        return entry[2] if entry[2] is not None else _to_pixels(entry[1], preprocess, seed)
+
+    with closing(_timed_frames(path, start)) as frames:
+        for t, frame, timeline in frames:
+            current: tuple[Fraction, av.VideoFrame, torch.Tensor | None] = (t, frame, None)
+            while len(picked) < len(targets) and t >= targets[len(picked)]:
+                target = targets[len(picked)]
+                if previous is not None and target - previous[0] < t - target:
+                    previous = (previous[0], previous[1], pixels_of(previous))
+                    picked.append(previous[2])
+                else:
+                    current = (t, frame, pixels_of(current))
+                    picked.append(current[2])
+            if len(picked) == len(targets):
+                break
+            previous = current
+    if previous is not None and timeline is not None:
+        # past the last frame: targets still inside its display time take it; later ones are out of range
+        end = previous[0] + timeline.frame_duration
+        while len(picked) < len(targets) and targets[len(picked)] < end:
+            previous = (previous[0], previous[1], pixels_of(previous))
+            picked.append(previous[2])
+    return picked
+
+
+def _short_message(name: str, spec: ClipSpec, available: int) -> str:
+    try:
+        info = probe_video(name)
+        about = f"the video has {_frame_count(info)}" + (f", {info.duration:g} s" if info.duration else "")
+    except VideoReadError:
+        about = "the video's length is unknown"
+    sampling = f"at {spec.fps:g} fps" if spec.fps is not None else f"with stride {spec.stride}"
+    return (
+        f"{name!r}: the video ends before the clip is complete: only {available} of {spec.frames} frames available "
+        f"from {spec.start:g} s {sampling} ({about}; a truncated file also ends early); "
+        "pass pad='repeat_last' to repeat the last frame"
+    )
+
+
+# --- writing -----------------------------------------------------------------------------------------------
+
+
+def _video_tensor(frames: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, tuple[int, int, int]]:
+    """Check either accepted layout; returns the tensor and its (T, H, W)."""
+    if isinstance(frames, np.ndarray):
+        frames = torch.from_numpy(frames)
+    if frames.dtype == torch.uint8:
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"uint8 frames must be [T, H, W, 3], got shape {tuple(frames.shape)}")
+        return frames, tuple(frames.shape[:3])
+    if frames.is_floating_point():
+        if frames.ndim != 4 or frames.shape[0] != 3:
+            raise ValueError(f"float frames must be [3, T, H, W] in [-1, 1], got shape {tuple(frames.shape)}")
+        return frames, tuple(frames.shape[1:])
+    raise ValueError(f"frames must be float [3, T, H, W] in [-1, 1] or uint8 [T, H, W, 3], got {frames.dtype}")
+
+
+def _frames_uint8(frames: torch.Tensor) -> Iterator[np.ndarray]:
+    """A checked video tensor -> uint8 ``[H, W, 3]`` per frame (float values outside ``[-1, 1]`` are clipped)."""
+    if frames.dtype == torch.uint8:
+        for frame in frames:
+            yield frame.cpu().numpy()
+    else:
+        for t in range(frames.shape[1]):
+            yield to_uint8(frames[:, t])
+
+
+def _palette_frame(rgb: np.ndarray) -> av.VideoFrame:
+    """An 8-bit palette frame with a palette fitted to this frame (far better than FFmpeg's fixed rgb8 palette)."""
+    quantized = Image.fromarray(rgb).quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    colours = np.asarray(quantized.getpalette()[: 3 * 256], dtype=np.uint8).reshape(-1, 3)
+    # ARGB, every entry opaque: FFmpeg's GIF encoder would treat an unused transparent entry as the frame's
+    # transparent colour, and the decoded frame would show holes
+    palette = np.full((256, 4), 255, np.uint8)
+    palette[: len(colours), 1:] = colours
+    palette[len(colours) :, 1:] = colours[0]
+    return av.VideoFrame.from_ndarray((np.asarray(quantized), palette), format="pal8")
+
+
+def write_video(
+    path: str | Path,
+    frames: torch.Tensor | np.ndarray,
+    fps: float,
+    *,
+    codec: str | None = None,
+    crf: int | None = None,
+    gop: int | None = None,
+    options: dict[str, str] | None = None,
+) -> Path:
+    """Encode ``frames`` (fp32 ``[3, T, H, W]`` in ``[-1, 1]``, or uint8 ``[T, H, W, 3]``) to ``path``; returns it.
+
+    The container comes from the extension: .mp4/.m4v/.mov/.mkv (H.264, ``libx264``), .webm (VP9,
+    ``libvpx-vp9``; ``codec="libvpx"`` for VP8) or .gif (a palette fitted per frame, no dithering). ``crf`` is the
+    codec's constant-quality setting (lower is better; default near-lossless: 18 for x264, 24 for VP9, 8 for VP8;
+    ignored for GIF). ``gop`` sets the keyframe interval (smaller: faster seeking, larger files); ``options`` are
+    passed to the encoder as FFmpeg private options.
+
+    Frames are stored as yuv420p (the format every player accepts), whose chroma planes need even sides: an odd
+    width or height is padded by repeating the last column or row, so the file is then one pixel wider or taller.
+    GIF frames keep their exact size. GIF stores delays in 1/100 s, so rates that do not divide 100 are rounded.
+
+    The file appears atomically: encoding goes to a temporary file in the same folder, then ``os.replace``; on
+    failure the temporary file is removed and an existing ``path`` is left untouched.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in _WRITE_FORMATS:
+        raise ValueError(
+            f"cannot write {str(path)!r}: unknown video extension {suffix!r} (use one of {sorted(_WRITE_FORMATS)})"
+        )
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive frame rate, got {fps!r}")
+    frames, (count, height, width) = _video_tensor(frames)
+    if count < 1 or height < 1 or width < 1:
+        raise ValueError(f"cannot write an empty video: {count} frames of {width}x{height}")
+    container_format, default_codec = _WRITE_FORMATS[suffix]
+    codec = codec or default_codec
+    palette = codec == "gif"
+    pad_w, pad_h = (0, 0) if palette else (width % 2, height % 2)
+    temporary = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.partial{suffix}")
+    try:
+        with av.open(str(temporary), mode="w", format=container_format) as container:
+            stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1_000_000))
+            stream.width, stream.height = width + pad_w, height + pad_h
+            stream.pix_fmt = "pal8" if palette else "yuv420p"
+            if gop is not None:
+                stream.codec_context.gop_size = gop
+            private = {}
+            if not palette and (crf is not None or codec in _DEFAULT_CRF):
+                private["crf"] = str(crf if crf is not None else _DEFAULT_CRF[codec])
+                if codec.startswith("libvpx"):
+                    private["b:v"] = "0"  # constant quality, no bitrate target
+            private.update(options or {})
+            stream.options = private
+            for rgb in _frames_uint8(frames):
+                if pad_w or pad_h:
+                    rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+                frame = _palette_frame(rgb) if palette else av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                container.mux(stream.encode(frame))
+            container.mux(stream.encode(None))
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_side_by_side(
+    path: str | Path,
+    original: torch.Tensor,
+    reconstruction: torch.Tensor,
+    fps: float,
+    **kwargs,
+) -> Path:
+    """Write ``original | reconstruction`` (both fp32 ``[3, T, H, W]`` in ``[-1, 1]``) side by side to ``path``.
+
+    The two must have the same number of frames and height; the video is ``[3, T, H, W_orig + W_rec]``. Keyword
+    arguments go to ``write_video``.
+    """
+    if original.ndim != 4 or reconstruction.ndim != 4 or original.shape[0] != 3 or reconstruction.shape[0] != 3:
+        raise ValueError(
+            f"expected two [3, T, H, W] videos, got {tuple(original.shape)} and {tuple(reconstruction.shape)}"
+        )
+    if original.shape[1:3] != reconstruction.shape[1:3]:
+        raise ValueError(
+            "original and reconstruction need the same frame count and height, got "
+            f"{tuple(original.shape)} and {tuple(reconstruction.shape)}"
+        )
+    both = torch.cat([original.detach().float().cpu(), reconstruction.detach().float().cpu()], dim=3)
+    return write_video(path, both, fps, **kwargs)
