@@ -13,13 +13,12 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .images import IMAGE_EXTENSIONS
-
-VIDEO_EXTENSIONS = frozenset({".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v"})
+from .video import VIDEO_EXTENSIONS
 LIST_EXTENSIONS = frozenset({".txt", ".jsonl"})
 
 
 def media_kind(path: str | Path) -> str:
-    """``"image"``, ``"video"`` or ``"other"``, by file extension."""
+    """``"image"``, ``"video"`` or ``"other"``, by file extension (a GIF counts as an image: its first frame)."""
     suffix = Path(path).suffix.lower()
     if suffix in IMAGE_EXTENSIONS:
         return "image"

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .video import write_video
+from .video_write import write_video
 
 PATTERNS = ("shapes", "pan", "counter")
 _COUNTER_ROWS, _COUNTER_COLS = 2, 5  # 10 bits: frames 0..1023
