@@ -14,6 +14,7 @@ from pathlib import Path
 
 from .images import IMAGE_EXTENSIONS
 from .video import VIDEO_EXTENSIONS
+
 LIST_EXTENSIONS = frozenset({".txt", ".jsonl"})
 
 
