@@ -46,6 +46,7 @@ def _encode(args: argparse.Namespace) -> int:
     """Tokenize images into token shards (see README, "Tokenize a dataset")."""
     import logging
 
+    from .data.items import VideoSampling
     from .data.preprocess import ImagePreprocess
     from .data.sources import collect_inputs
     from .models import load_tokenizer
@@ -55,6 +56,7 @@ def _encode(args: argparse.Namespace) -> int:
     model = load_tokenizer(args.model)
     options = EncodeOptions(
         preprocess=ImagePreprocess(args.resize, args.size, args.crop, model.downsample_factor),
+        video=VideoSampling(args.clip_frames, args.frame_stride, args.fps, args.start, args.window),
         shard_size=args.shard_size,
         batch_size=args.batch_size,
         workers=args.workers,
@@ -106,13 +108,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     train.add_argument("--device", help="torch device (default: this rank's GPU, else the CPU)")
     train.set_defaults(func=_train)
-    encode = sub.add_parser("encode", help="tokenize folders/globs/lists of images into token shards (resumable)")
+    encode = sub.add_parser("encode", help="tokenize images and videos into token shards (resumable)")
     encode.add_argument("inputs", nargs="+", help="folders (recursive), files, globs, or .txt/.jsonl lists of paths")
     encode.add_argument("--model", required=True, help="a model folder (save_pretrained / a training checkpoint)")
     encode.add_argument("--out", required=True, help="output folder for shards, manifest.jsonl and errors.jsonl")
     encode.add_argument("--resize", type=int, help="resize the shorter side to this many pixels first")
     encode.add_argument("--size", type=int, help="square crop side (a multiple of the model's downsampling)")
     encode.add_argument("--crop", choices=["center", "random"], default="center", help="where --size crops")
+    encode.add_argument("--clip-frames", type=int, help="videos: one clip of this many frames (default: whole video)")
+    encode.add_argument("--frame-stride", type=int, default=1, help="videos: take every n-th frame")
+    encode.add_argument("--fps", type=float, help="videos (with --clip-frames): resample to this frame rate")
+    encode.add_argument("--start", type=float, default=0.0, help="videos: start time in seconds")
+    encode.add_argument("--window", type=int, default=32, help="whole videos: frames per window (bounds memory)")
     encode.add_argument("--batch-size", type=int, default=16)
     encode.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding processes")
     encode.add_argument("--shard-size", type=int, default=1000, help="input files per shard")
@@ -121,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     encode.add_argument("--strict", action="store_true", help="stop with exit code 1 at the first bad input")
     encode.set_defaults(func=_encode)
 
-    decode = sub.add_parser("decode", help="decode a token folder back into images")
+    decode = sub.add_parser("decode", help="decode a token folder back into images (PNG) and videos (mp4)")
     decode.add_argument("tokens", help="a token folder written by `tokenizer encode`")
     decode.add_argument("--model", required=True, help="the model folder that made the tokens")
     decode.add_argument("--out", required=True, help="folder for the decoded PNGs")

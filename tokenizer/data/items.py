@@ -1,0 +1,135 @@
+"""One input file, read for tokenization: pixels and manifest fields, or the reason it cannot be tokenized.
+
+Images become ``[3, H, W]`` through ``ImagePreprocess``. Videos (for a video tokenizer) become either one clip
+``[3, T, H, W]`` (``VideoSampling.clip_frames`` set) or, for whole videos, a note that the caller should
+stream the file in windows (``stream_video=True``): a long video is never held in memory at once.
+Reasons are recorded with a kind: ``unreadable``, ``unsupported`` or ``too_small``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from .images import ImageReadError
+from .preprocess import ImagePreprocess, TooSmallError, load_for_tokenization
+from .sources import media_kind
+from .video import ClipSpec, VideoReadError, probe_video, read_clip
+
+
+@dataclass(frozen=True)
+class VideoSampling:
+    """Which frames of a video are tokenized."""
+
+    clip_frames: int | None = None  # one clip of this many frames (1 + k * temporal factor); None: whole video
+    stride: int = 1  # take every stride-th frame
+    fps: float | None = None  # or resample to this frame rate (nearest frame); excludes stride > 1
+    start: float = 0.0  # seconds
+    window: int = 32  # whole videos: frames per window after the first (rounded down to the temporal factor)
+
+    def __post_init__(self) -> None:
+        if self.clip_frames is not None and self.clip_frames < 1:
+            raise ValueError(f"clip_frames must be at least 1, got {self.clip_frames}")
+        if self.stride < 1 or self.window < 1:
+            raise ValueError(f"stride and window must be at least 1, got {self.stride} and {self.window}")
+        if self.fps is not None and (self.fps <= 0 or self.stride > 1):
+            raise ValueError("fps must be positive and cannot be combined with stride > 1")
+        if self.start < 0:
+            raise ValueError(f"start must be >= 0 seconds, got {self.start}")
+
+    def effective_fps(self, source_fps: float) -> float:
+        return self.fps if self.fps is not None else source_fps / self.stride
+
+
+@dataclass
+class InputItem:
+    position: int  # in the chunk
+    source: str
+    pixels: torch.Tensor | None = None  # [3, H, W] or [3, T, H, W]; None for errors and streamed videos
+    stream_video: bool = False  # a whole video: the caller reads it in windows
+    record: dict[str, Any] = field(default_factory=dict)  # manifest fields, or {"kind", "error"} for errors
+
+
+def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(block):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def crop_to_factor(pixels: torch.Tensor, factor: int) -> torch.Tensor:
+    """Centre-crop the last two axes down to multiples of ``factor``."""
+    height, width = pixels.shape[-2:]
+    new_h, new_w = height // factor * factor, width // factor * factor
+    top, left = (height - new_h) // 2, (width - new_w) // 2
+    return pixels[..., top : top + new_h, left : left + new_w]
+
+
+class InputReader(Dataset):
+    """Item ``i`` of ``paths`` as an ``InputItem``. ``videos=False`` (an image tokenizer) records videos as
+    unsupported."""
+
+    def __init__(self, paths: list[Path], preprocess: ImagePreprocess, sampling: VideoSampling, videos: bool) -> None:
+        self.paths = paths
+        self.preprocess = preprocess
+        self.sampling = sampling
+        self.videos = videos
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> InputItem:
+        path = self.paths[i]
+        item = InputItem(i, str(path))
+        kind = media_kind(path)
+        try:
+            if kind == "image":
+                loaded = load_for_tokenization(path, self.preprocess)
+                item.pixels = loaded.pixels
+                item.record = {"kind": "image", "width": loaded.width, "height": loaded.height, "sha256": loaded.sha256}
+            elif kind == "video" and self.videos:
+                self._read_video(path, item)
+            elif kind == "video":
+                item.record = {"kind": "unsupported", "error": f"{path}: a video needs a video tokenizer"}
+            else:
+                item.record = {
+                    "kind": "unsupported",
+                    "error": f"{path}: unsupported file type {path.suffix or '(none)'!r}",
+                }
+        except TooSmallError as err:
+            item.pixels, item.record = None, {"kind": "too_small", "error": str(err)}
+        except (ImageReadError, VideoReadError) as err:
+            item.pixels, item.record = None, {"kind": "unreadable", "error": str(err)}
+        return item
+
+    def _read_video(self, path: Path, item: InputItem) -> None:
+        info = probe_video(path)
+        factor = self.preprocess.factor
+        if min(info.width, info.height) < factor and self.preprocess.size is None and self.preprocess.resize is None:
+            raise TooSmallError(f"{str(path)!r}: {info.width}x{info.height} pixels is smaller than one token")
+        sampling = self.sampling
+        item.record = {
+            "kind": "video",
+            "width": info.width,
+            "height": info.height,
+            "sha256": file_sha256(path),
+            "fps": sampling.effective_fps(info.fps),
+            "start": sampling.start,
+            "stride": sampling.stride,
+        }
+        if sampling.clip_frames is None:
+            item.stream_video = True
+            return
+        spec = ClipSpec(frames=sampling.clip_frames, stride=sampling.stride, fps=sampling.fps, start=sampling.start)
+        pixels = read_clip(
+            path, spec, size=self.preprocess.size, resize=self.preprocess.resize, crop=self.preprocess.crop,
+            seed=int(item.record["sha256"][:16], 16),
+        )  # fmt: skip
+        item.pixels = crop_to_factor(pixels, factor)
+        item.record["frames"] = sampling.clip_frames
