@@ -1,6 +1,6 @@
 """Side-by-side report: each kernel (and, with --peers, each quantizer) against what it replaces.
 
-    python benchmarks/report.py [--quick] [--peers] [--tokenizer] [--markdown PATH]
+    python benchmarks/report.py [--quick] [--peers] [--tokenizer] [--video] [--markdown PATH]
 
 Times are the best of a few synchronised calls after a warm-up; peak memory is measured on a
 separate call (CPU: growth of the process's resident-set high-water mark; CUDA: max allocated).
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,18 +120,48 @@ def tokenizer_table(device: torch.device, repeats: int) -> tuple[list[str], list
     return header, rows
 
 
+def video_table(device: torch.device) -> tuple[list[str], list[list[str]]]:
+    """Clips/s at 17x256x256, and peak memory of 1- and 10-minute videos streamed in windows."""
+    from bench_video import CLIP, FPS, LONG_SIZE, WINDOW, clip_batch, encode_clips, one_pass, stream_long_video
+
+    header = ["case", "frames", "seconds", "throughput", "peak MiB"]
+    rows = []
+    print("\nvideo tokenizer")
+    seconds, peak = measure(encode_clips(device), device, 2)
+    batch = clip_batch(device)
+    rows.append([f"encode {batch}x{'x'.join(map(str, CLIP))}", str(CLIP[0] * batch), f"{seconds:.2f}",
+                 f"{batch / seconds:.3f} clips/s", f"{peak:.0f}"])  # fmt: skip
+    print("  ".join(rows[-1]), flush=True)
+    for label, factory, minutes in (
+        (f"one pass, {LONG_SIZE}x{LONG_SIZE}", one_pass, 1.0),
+        (f"windows of {WINDOW}, {LONG_SIZE}x{LONG_SIZE}", stream_long_video, 1.0),
+        (f"windows of {WINDOW}, {LONG_SIZE}x{LONG_SIZE}", stream_long_video, 10.0),
+    ):
+        started = time.perf_counter()  # one call: memory and time together (these runs take minutes)
+        _, peak_bytes = peak_memory_bytes(factory(minutes, device), device)
+        seconds, peak = time.perf_counter() - started, (peak_bytes or 0) / 2**20
+        frames = int(minutes * 60 * FPS)
+        rows.append([f"{minutes:g} min at {FPS} fps, {label}", str(frames), f"{seconds:.1f}",
+                     f"{frames / seconds:.0f} frames/s", f"{peak:.0f}"])  # fmt: skip
+        print("  ".join(rows[-1]), flush=True)
+    return header, rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller shapes (seconds, not minutes)")
     parser.add_argument("--peers", action="store_true", help="also compare quantizers with vector-quantize-pytorch")
     parser.add_argument("--tokenizer", action="store_true", help="also image-tokenizer throughput at 256x256")
+    parser.add_argument("--video", action="store_true", help="also video clips/s and long-video memory (minutes)")
+    parser.add_argument("--no-kernels", action="store_true", help="skip the kernel table (with the flags above)")
     parser.add_argument("--markdown", type=Path, help="also write the table as markdown to this file")
     args = parser.parse_args(argv)
 
     torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     repeats = 2 if device.type == "cpu" and not args.quick else 3
-    cases = kernel_cases(device, args.quick) + (peer_cases(device) if args.peers else [])
+    cases = [] if args.no_kernels else kernel_cases(device, args.quick)
+    cases += peer_cases(device) if args.peers else []
     print("\n".join(machine_lines(device)) + "\n")
     header = ["op", "shape", "vs", "ours ms", "theirs ms", "speed-up", "ours MiB", "theirs MiB", "memory"]
     table = []
@@ -152,15 +183,18 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + "  ".join(h.ljust(w) for h, w in zip(header, widths)))
     for row in table:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+    extra_tables = []
     if args.tokenizer:
-        throughput_header, throughput = tokenizer_table(device, repeats)
+        extra_tables.append(tokenizer_table(device, repeats))
+    if args.video:
+        extra_tables.append(video_table(device))
     if args.markdown:
         lines = [*(f"    {line}" for line in machine_lines(device)), "", "| " + " | ".join(header) + " |"]
         lines.append("|" + "---|" * len(header))
         lines += ["| " + " | ".join(row) + " |" for row in table]
-        if args.tokenizer:
-            lines += ["", "| " + " | ".join(throughput_header) + " |", "|" + "---|" * len(throughput_header)]
-            lines += ["| " + " | ".join(row) + " |" for row in throughput]
+        for extra_header, rows in extra_tables:
+            lines += ["", "| " + " | ".join(extra_header) + " |", "|" + "---|" * len(extra_header)]
+            lines += ["| " + " | ".join(row) + " |" for row in rows]
         args.markdown.write_text("\n".join(lines) + "\n")
         print(f"\nmarkdown written to {args.markdown}")
     return 0

@@ -52,12 +52,15 @@ def describe_tokens(path: str | Path, top: int = 10) -> str:
     counts = torch.zeros(vocabulary, dtype=torch.long)
     tokens = pixels = 0
     downsample = dataset.identity.get("downsample", [1, 1, 1])
+    depth = dataset.identity.get("depth", 1) or 1
     for index in range(len(dataset)):
-        grid = dataset[index]["tokens"]
+        item = dataset[index]
+        grid = item["tokens"]
         counts += torch.bincount(grid.flatten(), minlength=vocabulary)
         tokens += grid.numel()
-        depth = dataset.identity.get("depth", 1) or 1
-        pixels += grid.numel() // depth * math.prod(downsample)
+        rows, columns = item["shape"][-3:-1] if depth > 1 else item["shape"][-2:]
+        frames = 1 + (item["shape"][0] - 1) * downsample[0] if item.get("kind") == "video" else 1
+        pixels += frames * rows * downsample[1] * columns * downsample[2]
     errors_path = path / "errors.jsonl"
     errors = len(errors_path.read_text().splitlines()) if errors_path.is_file() else 0
     used = int((counts > 0).sum())

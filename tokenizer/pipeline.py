@@ -84,7 +84,8 @@ def tokenizer_identity(model: Tokenizer) -> dict[str, Any]:
         "quantizer": quantizer.get("kind"),
         "levels": quantizer.get("levels"),
         "depth": quantizer.get("depth", 1),
-        "downsample": [1, model.downsample_factor, model.downsample_factor],  # time, height, width
+        # time, height, width; a video grid of t token frames covers 1 + (t - 1) * temporal factor frames
+        "downsample": [getattr(model, "temporal_factor", 1), model.downsample_factor, model.downsample_factor],
     }
 
 

@@ -20,7 +20,7 @@ timeout 240 python -m pytest tests/kernels -q -x -p no:cacheprovider > "$OUT/tes
 tail -n 3 "$OUT/tests.txt"
 
 echo "== side-by-side report"
-timeout 180 python benchmarks/report.py --tokenizer --markdown "$OUT/report.md" > "$OUT/report.txt" 2>&1 || status=1
+timeout 240 python benchmarks/report.py --tokenizer --video --markdown "$OUT/report.md" > "$OUT/report.txt" 2>&1 || status=1
 cat "$OUT/report.txt"
 
 echo "== pytest-benchmark, full grid"

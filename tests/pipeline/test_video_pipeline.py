@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 
@@ -140,3 +141,13 @@ def test_real_footage_round_trips(tmp_path):
     encode_dataset(collect_inputs([folder]), video_model(), tmp_path / "out", options)
     item = TokenDataset(tmp_path / "out")[0]
     assert list(item["tokens"].shape) == [3, 16, 16] and item["width"] == 176 and item["height"] == 144
+
+
+def test_info_counts_video_pixels_through_the_temporal_factor(tmp_path, media, capsys):
+    encode_dataset(collect_inputs([media]), video_model(), tmp_path / "out", _options())
+    assert cli.main(["info", str(tmp_path / "out")]) == 0
+    tokens = 8 * 64 + 4 * 64 + 64  # token frames x 8x8 grid: shapes.mp4, pan.webm, still.png
+    pixels = (29 + 13 + 1) * 32 * 32  # frames 1 + (t - 1) * 4, at 32x32
+    text = capsys.readouterr().out
+    assert f"tokens         {tokens}" in text
+    assert f"bits per pixel {tokens * math.log2(1000) / pixels:.4f}" in text
