@@ -5,6 +5,10 @@ perceptual, quantizer and — from ``loss.disc_start`` on — adversarial terms)
 a discriminator step on the same real and reconstructed images. Everything random is a function of
 ``(seed, step, rank)``: the data stream (tokenizer.data.stream), the augmentation and the dropout/RNG seed
 set before every step. A resumed run therefore continues exactly where the checkpoint left off.
+
+An image tokenizer trains on the images of ``data.train``. A video tokenizer trains on its images and its
+videos: each micro-batch holds either images ``[B, 3, H, W]`` or clips ``[B, 3, T, H, W]``
+(``tokenizer.data.stream.MediaStream``), and the losses take either.
 """
 
 from __future__ import annotations
@@ -14,7 +18,6 @@ import copy
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,18 +25,19 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from . import metrics
 from ._distributed import barrier, default_device, init_from_environment, is_distributed
 from .checkpoints import latest_checkpoint, write_checkpoint
-from .data import CropPolicy, ImageStream, StepBatches, find_images, load_sample, to_uint8
+from .data import CropPolicy, ImageStream, MediaStream, StepBatches, find_media
+from .data.video import ClipSpec
+from .data.video_write import write_side_by_side
+from .evaluation import evaluate_tokenizer, load_eval_clips, load_eval_images, write_image_grid
 from .losses import VQGANLoss
-from .models import build_tokenizer, load_tokenizer
+from .models import VideoTokenizer, build_tokenizer, load_tokenizer, model_class
 from .train_config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -62,6 +66,22 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, *, resume: bool = False, device: str | torch.device | None = None) -> None:
         self.config = config
+        self.train_images, self.train_videos = find_media(config.data.train)
+        self.is_video = issubclass(model_class(config.model), VideoTokenizer)
+        if self.train_videos and not self.is_video:
+            raise ValueError(
+                f"data.train holds {len(self.train_videos)} video file(s) (e.g. {str(self.train_videos[0])!r}) but "
+                "the model is an image tokenizer: train a video model (model: video) or remove the videos"
+            )
+        if config.data.eval:
+            eval_images, eval_videos = find_media(config.data.eval)
+        else:
+            eval_images, eval_videos = self.train_images, self.train_videos
+        self.eval_images = eval_images[: config.eval_images]
+        self.eval_videos = eval_videos[: config.eval_images] if self.is_video else []
+        self.policy = CropPolicy(config.data.size, config.data.random_crop, config.data.flip, config.data.max_zoom)
+        self.clip = ClipSpec(frames=config.data.clip_frames, stride=config.data.clip_stride)
+
         self.world_size, self.rank, local_rank = init_from_environment()
         self.device = torch.device(device) if device is not None else default_device(local_rank)
         self.out_dir = Path(config.out_dir)
@@ -88,11 +108,6 @@ class Trainer:
         if self.world_size > 1:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.train_model = DistributedDataParallel(self.model, device_ids=ids)
-
-        self.train_paths = find_images(config.data.train)
-        self.eval_paths = find_images(config.data.eval) if config.data.eval else self.train_paths
-        self.eval_paths = self.eval_paths[: config.eval_images]
-        self.policy = CropPolicy(config.data.size, config.data.random_crop, config.data.flip, config.data.max_zoom)
 
     # -- the loop -----------------------------------------------------------------------------------
 
@@ -124,7 +139,18 @@ class Trainer:
 
     def _batches(self) -> Iterator[torch.Tensor]:
         config = self.config
-        stream = ImageStream(self.train_paths, self.policy, config.seed)
+        if self.is_video:
+            stream = MediaStream(
+                self.train_images,
+                self.train_videos,
+                self.policy,
+                config.seed,
+                config.batch_size,
+                self.clip,
+                config.data.image_fraction,
+            )
+        else:
+            stream = ImageStream(self.train_images, self.policy, config.seed)
         sampler = StepBatches(self.step, config.batch_size, config.grad_accumulation, self.world_size, self.rank)
         loader = DataLoader(
             stream,
@@ -159,6 +185,8 @@ class Trainer:
                 loss, logs = self.loss.generator_loss(real, fake, quantized.loss, step, self.model.last_layer)
             (loss / accumulation).backward()
             pairs.append((real, fake.detach()))
+            if self.is_video:
+                logs["clip_share"] = float(real.ndim == 5)  # share of the step's micro-batches that were clips
             _accumulate(totals, {"loss": loss, **logs, **quantized.metrics}, accumulation)
         self._clip(self.model.parameters())
         self.optimizer.step()
@@ -196,50 +224,37 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float]:
-        """PSNR, SSIM, code usage and perplexity (and LPIPS when the loss has it) on the eval images.
+        """Reconstruction metrics of the model (its EMA when kept) on the eval images and videos (rank 0 only).
 
-        Rank 0 only; writes an ``eval`` log record and ``OUT/samples/step-NNNNNNNN.png`` (originals on top,
-        reconstructions below).
+        Images: PSNR, SSIM, LPIPS when the loss has it; videos (a video model's, the first clip of each):
+        ``video_psnr``, ``video_ssim`` (means over frames), ``video_lpips``; code usage and perplexity over all
+        tokens (tokenizer.evaluation). Writes an ``eval`` log record, ``OUT/samples/step-NNNNNNNN.png``
+        (original images on top, reconstructions below) and ``OUT/samples/step-NNNNNNNN.mp4`` (the first eval
+        video's clip: original | reconstruction).
         """
-        if self.rank != 0 or not self.eval_paths:
+        if self.rank != 0 or not (self.eval_images or self.eval_videos):
             return {}
         model = self.ema if self.ema is not None else self.model
         was_training = model.training
         model.eval()
-        policy = CropPolicy(self.config.data.size, random_crop=False, flip=False, max_zoom=1.0)
-        real = torch.stack([load_sample(p, policy, seed=0) for p in self.eval_paths]).to(self.device)
-        fakes, indices = [], []
-        for chunk in real.split(self.config.batch_size):
-            fake, quantized = model(chunk)
-            fakes.append(fake.float().clamp(-1, 1))
-            indices.append(quantized.indices)
-        fake = torch.cat(fakes)
-        codes = torch.cat(indices).flatten()
-        codes = codes[codes >= 0]
-        counts = torch.bincount(codes, minlength=model.codebook_size).float()
-        p = counts / counts.sum().clamp_min(1)
-        results = {
-            "psnr": metrics.psnr(real, fake).mean().item(),
-            "ssim": metrics.ssim(real, fake).mean().item(),
-            "code_usage": (counts > 0).float().mean().item(),
-            "perplexity": torch.exp(-(p * p.clamp_min(1e-12).log()).sum()).item(),
-        }
-        if self.loss.perceptual is not None:
-            results["lpips"] = self.loss.perceptual(real, fake).mean().item()
-        self._log({"kind": "eval", "step": self.step, **results})
-        self._save_grid(real, fake)
-        model.train(was_training)
-        return results
-
-    def _save_grid(self, real: torch.Tensor, fake: torch.Tensor) -> None:
-        rows = [torch.cat(list(batch), dim=2) for batch in (real, fake)]
-        grid = to_uint8(torch.cat(rows, dim=1))
+        try:
+            size, batch_size = self.config.data.size, self.config.batch_size
+            images = load_eval_images(self.eval_images, size)
+            clips, fps = load_eval_clips(self.eval_videos, size, self.clip)
+            result = evaluate_tokenizer(model, images, clips, batch_size, self.loss.perceptual)
+        finally:
+            model.train(was_training)
+        if not result.metrics:
+            return {}
+        self._log({"kind": "eval", "step": self.step, **result.metrics})
         folder = self.out_dir / "samples"
         folder.mkdir(exist_ok=True)
-        target = folder / f"step-{self.step:08d}.png"
-        temporary = target.with_suffix(".tmp.png")
-        Image.fromarray(grid).save(temporary)
-        os.replace(temporary, target)
+        if result.images is not None:
+            write_image_grid(folder / f"step-{self.step:08d}.png", *result.images)
+        if result.clips is not None:
+            real, fake = result.clips
+            write_side_by_side(folder / f"step-{self.step:08d}.mp4", real[0], fake[0], fps)
+        return result.metrics
 
     # -- checkpoints --------------------------------------------------------------------------------
 
@@ -270,7 +285,7 @@ class Trainer:
             return
         step, folder = found
         state = torch.load(folder / "trainer.pt", map_location=self.device, weights_only=True)
-        saved = json.loads(state["config"])
+        saved = _with_defaults(json.loads(state["config"]))
         current = json.loads(json.dumps(self.config.to_dict()))
         changed = sorted(k for k in current if k not in _RESUMABLE_CHANGES and saved.get(k) != current[k])
         if changed:
@@ -288,6 +303,14 @@ class Trainer:
         if self.rank == 0:
             with open(self.out_dir / "log.jsonl", "a") as f:
                 f.write(json.dumps(record) + "\n")
+
+
+def _with_defaults(saved: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's config as this version writes it: fields added since it was saved take their defaults."""
+    try:
+        return json.loads(json.dumps(TrainConfig.from_dict(saved).to_dict()))
+    except (TypeError, ValueError):
+        return saved  # the comparison then names what differs
 
 
 def _set_requires_grad(modules: list[torch.nn.Module], flag: bool) -> None:
@@ -320,6 +343,13 @@ def _average_gradients(params: list[torch.nn.Parameter]) -> None:
     """Average the discriminator's gradients over ranks (it is called twice per step, so it is not DDP-wrapped)."""
     if not is_distributed():
         return
+    # A parameter may have a gradient on some ranks only (the 3-D discriminator sees clips, and a rank's
+    # micro-batches may all be images): there it counts as zero, so every rank reduces the same tensors.
+    present = torch.tensor([float(p.grad is not None) for p in params], device=params[0].device)
+    dist.all_reduce(present)
+    for p, count in zip(params, present.tolist()):
+        if count and p.grad is None:
+            p.grad = torch.zeros_like(p)
     grads = [p.grad for p in params if p.grad is not None]
     flat = torch.cat([g.flatten() for g in grads])
     dist.all_reduce(flat)
@@ -329,13 +359,16 @@ def _average_gradients(params: list[torch.nn.Parameter]) -> None:
 
 
 def _average_buffers(module: torch.nn.Module) -> None:
-    """Average floating buffers (BatchNorm statistics, LeCam EMAs) over ranks so all ranks stay identical."""
+    """Average floating buffers (BatchNorm statistics, LeCam EMAs) over ranks so all ranks stay identical; integer
+    ones (BatchNorm batch counters, which differ when only some ranks ran the 3-D discriminator) take the maximum."""
     if not is_distributed():
         return
     for buffer in module.buffers():
         if buffer.dtype.is_floating_point:
             dist.all_reduce(buffer)
             buffer /= dist.get_world_size()
+        else:
+            dist.all_reduce(buffer, op=dist.ReduceOp.MAX)
 
 
 @torch.no_grad()

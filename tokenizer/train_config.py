@@ -14,18 +14,25 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .losses import VQGANLossConfig
-from .models import TokenizerConfig, config_from_dict, config_to_dict
+from .models import TokenizerConfig, VideoTokenizerConfig, config_from_dict, config_to_dict
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    train: tuple[str, ...] = ()  # image folders (searched recursively) or files
-    eval: tuple[str, ...] = ()  # held-out images for evaluation; empty: the first eval_images of train
+    train: tuple[str, ...] = ()  # folders of images and videos (searched recursively) or files
+    eval: tuple[str, ...] = ()  # held-out images and videos for evaluation; empty: the first eval_images of train
     size: int = 256  # training crops are size x size; a multiple of the model's downsampling factor
     random_crop: bool = True
     flip: bool = True
     max_zoom: float = 1.25  # shorter side resized to size * U(1, max_zoom) before cropping
-    workers: int = 0  # DataLoader worker processes decoding images
+    workers: int = 0  # DataLoader worker processes decoding images and videos
+    # Video models only. Frames per training clip: 1 + k * the model's temporal_factor (17 = 1 + 4 * 4 gives
+    # five token frames at the usual factor 4); evaluation reads the first clip of each eval video.
+    clip_frames: int = 17
+    clip_stride: int = 1  # take every clip_stride-th frame inside a clip (2: a clip spans twice the time)
+    # Share of micro-batches made of images when data.train holds images and videos (each micro-batch is one
+    # kind); None: the share of image files among all files.
+    image_fraction: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("train", "eval"):
@@ -38,6 +45,13 @@ class DataConfig:
             raise ValueError(f"data.max_zoom must be >= 1, got {self.max_zoom}")
         if self.workers < 0:
             raise ValueError(f"data.workers must be >= 0, got {self.workers}")
+        for name in ("clip_frames", "clip_stride"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"data.{name} must be a positive integer, got {value!r}")
+        fraction = self.image_fraction
+        if fraction is not None and (type(fraction) not in (int, float) or not 0.0 <= fraction <= 1.0):
+            raise ValueError(f"data.image_fraction must lie in [0, 1] or be null, got {fraction!r}")
 
 
 @dataclass(frozen=True)
@@ -68,7 +82,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     steps: int = 100_000  # optimizer steps in the whole run (the schedule's length)
-    batch_size: int = 8  # images per process and micro-step
+    batch_size: int = 8  # images or clips per process and micro-step
     grad_accumulation: int = 1  # micro-steps per optimizer step
     seed: int = 0  # fixes initialisation, data order, augmentation and dropout
     ema_decay: float = 0.0  # EMA of the weights for evaluation and export; 0 disables it
@@ -93,6 +107,12 @@ class TrainConfig:
             raise ValueError(
                 f"data.size={self.data.size} must be a multiple of the model's downsampling factor "
                 f"{self.model.downsample_factor}"
+            )
+        if isinstance(self.model, VideoTokenizerConfig) and (self.data.clip_frames - 1) % self.model.temporal_factor:
+            factor = self.model.temporal_factor
+            raise ValueError(
+                f"data.clip_frames={self.data.clip_frames} must be 1 + k * the model's temporal_factor {factor} "
+                f"({1 + factor}, {1 + 2 * factor}, {1 + 4 * factor}, ...)"
             )
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Reading and writing pixels: image discovery and decoding, augmentation, training streams."""
+"""Reading and writing pixels: image and video discovery and decoding, augmentation, training streams."""
 
 from __future__ import annotations
 
@@ -12,15 +12,18 @@ from .images import (
     to_tensor,
     to_uint8,
 )
-from .stream import ImageStream, StepBatches
+from .stream import ClipStream, ImageStream, MediaStream, StepBatches, find_media
 
 __all__ = [
     "IMAGE_EXTENSIONS",
+    "ClipStream",
     "CropPolicy",
     "ImageReadError",
     "ImageStream",
+    "MediaStream",
     "StepBatches",
     "find_images",
+    "find_media",
     "load_sample",
     "open_rgb",
     "to_tensor",

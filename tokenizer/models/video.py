@@ -57,6 +57,11 @@ class VideoTokenizer(Tokenizer):
         return causal_ops(config.temporal_downsamplings)
 
     @property
+    def last_layer(self) -> torch.Tensor:
+        """The decoder's last weight (inside its causal conv), for the VQGAN adaptive GAN weight."""
+        return self.decoder.conv_out.conv.weight
+
+    @property
     def temporal_factor(self) -> int:
         return self.config.temporal_factor
 
