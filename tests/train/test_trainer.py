@@ -179,13 +179,18 @@ def test_two_processes_agree_and_match_one_process(tmp_path, photos):
     torch.testing.assert_close(ddp_step2["quantize.cluster_size"], single_step2["quantize.cluster_size"])
 
 
-def test_the_example_config_parses():
+def test_the_example_configs_parse():
+    from tokenizer.models import VideoTokenizerConfig
     from tokenizer.train_config import load_train_config
 
-    config = load_train_config(Path(__file__).parents[2] / "tools" / "configs" / "vqgan_f16_vq.yaml")
+    configs = Path(__file__).parents[2] / "tools" / "configs"
+    config = load_train_config(configs / "vqgan_f16_vq.yaml")
     assert config.model.downsample_factor == 16
     assert config.model.quantizer.codebook_size == 16384
     assert config.loss.perceptual_weight > 0 and config.loss.vgg_path
+    video = load_train_config(configs / "video_f8t4_fsq.yaml")
+    assert isinstance(video.model, VideoTokenizerConfig) and video.model.temporal_factor == 4
+    assert video.data.clip_frames == 17 and video.loss.disc_dims == 3
 
 
 def test_bf16_autocast_keeps_the_quantizer_in_fp32(tmp_path, photos):
