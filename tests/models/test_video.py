@@ -25,14 +25,6 @@ def tiny(quantizer: str = "fsq", temporal_factor: int = 4, ch_mult=(1, 2, 2)) ->
     )  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def clip(frames: int, size: int = 32, batch: int = 1) -> torch.Tensor:
     return torch.rand(batch, 3, frames, size, size) * 2 - 1
 

@@ -24,6 +24,8 @@ from tokenizer.tokens import TokenDataset
 
 from .conftest import write_image
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 
 def video_model(seed: int = 0) -> VideoTokenizer:
     torch.manual_seed(seed)
@@ -32,14 +34,6 @@ def video_model(seed: int = 0) -> VideoTokenizer:
         quantizer=FSQConfig(levels=(8, 5, 5, 5), dim=8),
     )  # fmt: skip
     return VideoTokenizer(config).eval()
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

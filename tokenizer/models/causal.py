@@ -19,7 +19,7 @@ Normalisation (GroupNorm) and attention act on each frame separately, so they ar
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -81,26 +81,27 @@ class CausalConv3d(nn.Module):
         return self.conv(F.pad(window, (pad, pad, pad, pad)))
 
 
+def per_frame(layer: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """Apply a 2-D ``layer`` to every frame of ``[B, C, T, H, W]`` (frames folded into the batch); images pass."""
+    if x.ndim != 5:
+        return layer(x)
+    b, c, t, h, w = x.shape
+    out = layer(x.transpose(1, 2).reshape(b * t, c, h, w))
+    return out.reshape(b, t, *out.shape[1:]).transpose(1, 2)
+
+
 class FrameGroupNorm(nn.GroupNorm):
     """GroupNorm over each frame on its own (statistics never mix time steps)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 5:
-            return super().forward(x)
-        b, c, t, h, w = x.shape
-        folded = x.transpose(1, 2).reshape(b * t, c, h, w)
-        return super().forward(folded).reshape(b, t, c, h, w).transpose(1, 2)
+        return per_frame(super().forward, x)
 
 
 class FrameAttnBlock(AttnBlock):
     """Single-head spatial self-attention within each frame."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.ndim != 5:
-            return super().forward(x)
-        b, c, t, h, w = x.shape
-        folded = x.transpose(1, 2).reshape(b * t, c, h, w)
-        return super().forward(folded).reshape(b, t, c, h, w).transpose(1, 2)
+        return per_frame(super().forward, x)
 
 
 class CausalDownsample(nn.Module):
