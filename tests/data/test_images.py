@@ -14,7 +14,7 @@ from PIL import Image
 from tokenizer.data import (
     CropPolicy,
     ImageReadError,
-    find_images,
+    find_media,
     load_sample,
     open_rgb,
     to_tensor,
@@ -40,10 +40,10 @@ def _rgb(path: Path | io.BytesIO) -> np.ndarray:
     return np.asarray(image)
 
 
-# --- find_images ------------------------------------------------------------------------------------
+# --- find_media: the image side -------------------------------------------------------------------
 
 
-def test_find_images_searches_recursively_filters_sorts_and_deduplicates(tmp_path):
+def test_find_media_searches_recursively_filters_sorts_and_deduplicates(tmp_path):
     tiny = np.zeros((2, 3, 3), np.uint8)
     (tmp_path / "a" / "deep" / "er").mkdir(parents=True)
     (tmp_path / "b").mkdir()
@@ -59,19 +59,19 @@ def test_find_images_searches_recursively_filters_sorts_and_deduplicates(tmp_pat
     lone = _save(tiny, tmp_path / "lone.webp")
 
     # The same folder twice, a file inside it named again, and a single file outside.
-    found = find_images([tmp_path / "b", tmp_path / "a", str(tmp_path / "a"), wanted[0], lone])
+    found = find_media([tmp_path / "b", tmp_path / "a", str(tmp_path / "a"), wanted[0], lone])[0]
     assert found == sorted([*wanted, lone])
     assert all(isinstance(p, Path) for p in found)
-    assert find_images([]) == []
+    assert find_media([])[0] == []
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert find_images([empty]) == []
+    assert find_media([empty])[0] == []
 
 
-def test_find_images_names_a_missing_source(tmp_path):
+def test_find_media_names_a_missing_source(tmp_path):
     missing = tmp_path / "nowhere" / "photos"
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        find_images([tmp_path, missing])
+        find_media([tmp_path, missing])
 
 
 # --- open_rgb: pixel modes -------------------------------------------------------------------------

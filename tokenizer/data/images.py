@@ -6,7 +6,6 @@ Pixels leave this module as fp32 ``[3, H, W]`` in ``[-1, 1]``, the layout and ra
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -20,23 +19,6 @@ IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", 
 
 class ImageReadError(ValueError):
     """An image file that cannot be turned into pixels; the message names the file and the reason."""
-
-
-def find_images(sources: Iterable[str | Path]) -> list[Path]:
-    """Image files under ``sources`` (folders, searched recursively, or single files), sorted, unique.
-
-    Raises FileNotFoundError naming a source that does not exist.
-    """
-    found: set[Path] = set()
-    for source in sources:
-        path = Path(source)
-        if path.is_dir():
-            found.update(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-        elif path.is_file():
-            found.add(path)
-        else:
-            raise FileNotFoundError(f"image source {str(path)!r} does not exist")
-    return sorted(found)
 
 
 def open_rgb(source: str | Path | BinaryIO, name: str | None = None) -> Image.Image:
