@@ -20,6 +20,7 @@ from tokenizer.data.video_synth import bundled_real_clips, make_test_clip
 from tokenizer.models import VideoTokenizer, VideoTokenizerConfig
 from tokenizer.pipeline import EncodeOptions, encode_dataset
 from tokenizer.quantizers import FSQConfig
+from tokenizer.reconstruct import decode_folder
 from tokenizer.tokens import TokenDataset
 
 from .conftest import write_image
@@ -132,9 +133,14 @@ def test_real_footage_round_trips(tmp_path):
     folder.mkdir()
     shutil.copy(carphone, folder / carphone.name)
     options = _options(video=VideoSampling(clip_frames=9, start=1.0), preprocess=ImagePreprocess(size=64, factor=4))
-    encode_dataset(collect_inputs([folder]), video_model(), tmp_path / "out", options)
+    model = video_model()
+    encode_dataset(collect_inputs([folder]), model, tmp_path / "out", options)
     item = TokenDataset(tmp_path / "out")[0]
     assert list(item["tokens"].shape) == [3, 16, 16] and item["width"] == 176 and item["height"] == 144
+    (written,) = decode_folder(tmp_path / "out", model, tmp_path / "recon", progress=False)
+    info = probe_video(written)
+    assert (info.frames, info.width, info.height) == (9, 64, 64)
+    assert abs(info.fps - 29.97) < 0.01
 
 
 def test_info_counts_video_pixels_through_the_temporal_factor(tmp_path, media, capsys):
