@@ -9,7 +9,6 @@ over all tokens. ``write_image_grid`` and ``write_side_by_side`` (tokenizer.data
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from PIL import Image
 from torch import nn
 
 from . import metrics
+from ._atomic import atomic_target
 from .data import CropPolicy, ImageReadError, load_sample, to_uint8
 from .data.video import ClipSpec, VideoReadError, probe_video, read_clip
 
@@ -118,7 +118,6 @@ def write_image_grid(path: Path, real: torch.Tensor, fake: torch.Tensor) -> Path
     """Originals ``[N, 3, H, W]`` in a row above their reconstructions, as a PNG written atomically."""
     rows = [torch.cat(list(batch), dim=2) for batch in (real, fake)]
     grid = to_uint8(torch.cat(rows, dim=1))
-    temporary = path.with_suffix(".tmp.png")
-    Image.fromarray(grid).save(temporary)
-    os.replace(temporary, path)
+    with atomic_target(path) as temporary:
+        Image.fromarray(grid).save(temporary, format="PNG")
     return path

@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -25,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ._atomic import write_text_atomically
 from ._distributed import barrier, default_device, init_from_environment
 from .data.items import InputItem, InputReader, VideoSampling, crop_to_factor
 from .data.preprocess import ImagePreprocess
@@ -317,7 +317,7 @@ def _claim_output(out_dir: Path, run: dict[str, Any], clean: bool) -> None:
         return
     if out_dir.is_dir() and (list_shards(out_dir) or (out_dir / "manifest.jsonl").exists()):
         raise OutputMismatchError(f"{out_dir} holds token shards without {RUN_FILE}; use another --out folder")
-    _write_text(path, json.dumps(run, indent=2, sort_keys=True) + "\n")
+    write_text_atomically(path, json.dumps(run, indent=2, sort_keys=True) + "\n")
 
 
 def _join_parts(out_dir: Path, chunks: int) -> None:
@@ -325,19 +325,8 @@ def _join_parts(out_dir: Path, chunks: int) -> None:
     parts = out_dir / PARTS_DIR
     for kind in ("manifest", "errors"):
         text = "".join((parts / f"{kind}-{k:05d}.jsonl").read_text() for k in range(chunks))
-        _write_text(out_dir / f"{kind}.jsonl", text)
+        write_text_atomically(out_dir / f"{kind}.jsonl", text)
 
 
 def _write_lines(path: Path, rows: list[dict[str, Any]]) -> None:
-    _write_text(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))
-
-
-def _write_text(path: Path, text: str) -> None:
-    """Write atomically: a temporary file beside ``path``, flushed to disk, then renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temporary, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(temporary, path)
+    write_text_atomically(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 from PIL import Image
 from tqdm import tqdm
 
+from ._atomic import atomic_target
 from ._distributed import default_device
 from .data.images import to_uint8
 from .data.video_write import write_video
@@ -52,9 +52,8 @@ def decode_folder(
             pixels = model.decode(torch.stack([grid for _, grid, _ in batch]).to(device)).float().cpu()
         for (index, _, source), image in zip(batch, pixels):
             target = out_dir / f"{index:08d}-{Path(source).stem}.png"
-            temporary = target.with_name(f".{target.name}.tmp.png")
-            Image.fromarray(to_uint8(image)).save(temporary)
-            os.replace(temporary, target)
+            with atomic_target(target) as temporary:
+                Image.fromarray(to_uint8(image)).save(temporary, format="PNG")
             written[index] = target
 
     for index in tqdm(range(len(dataset)), unit="item", desc="decode", disable=not progress, dynamic_ncols=True):

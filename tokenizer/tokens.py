@@ -56,6 +56,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 from torch.utils.data import Dataset
 
+from ._atomic import write_bytes_atomically
+
 FORMAT = "tessera-tokens"
 VERSION = "1"
 IMAGE = 0  # kind of a grid [h, w]
@@ -171,7 +173,7 @@ def write_shard(path: str | Path, grids: Sequence[torch.Tensor], kinds: Sequence
         "kinds": torch.tensor(list(kinds), dtype=torch.uint8),
     }
     metadata = {"format": FORMAT, "version": VERSION, "tokenizer": identity_json, "items": str(len(flat))}
-    _write_atomically(path, _serialize(tensors, metadata))
+    write_bytes_atomically(path, _serialize(tensors, metadata))
 
 
 def _serialize(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
@@ -188,25 +190,6 @@ def _serialize(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> by
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)
     return struct.pack("<Q", len(encoded)) + encoded + data[8 + size :]
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
 
 
 class Shard:

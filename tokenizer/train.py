@@ -202,7 +202,7 @@ class Trainer:
             _average_gradients(self.disc_params)
             self._clip(self.disc_params)
             self.disc_optimizer.step()
-            _average_buffers(self.loss)
+            _average_buffers([b for name, b in self.loss.named_buffers() if not _frozen(name)])
 
         if self.ema is not None:
             _update_ema(self.ema, self.model, self.config.ema_decay)
@@ -318,14 +318,19 @@ def _set_requires_grad(modules: list[torch.nn.Module], flag: bool) -> None:
         module.requires_grad_(flag)
 
 
+def _frozen(name: str) -> bool:
+    """Loss tensors that never train (the LPIPS network): not checkpointed, not synchronised."""
+    return name.startswith("perceptual.")
+
+
 def _loss_state(loss: VQGANLoss) -> dict[str, torch.Tensor]:
     """The trained state of the loss (discriminator, LeCam averages), without the frozen LPIPS weights."""
-    return {k: v.contiguous() for k, v in loss.state_dict().items() if not k.startswith("perceptual.")}
+    return {k: v.contiguous() for k, v in loss.state_dict().items() if not _frozen(k)}
 
 
 def _load_loss_state(loss: VQGANLoss, state: dict[str, torch.Tensor], folder: Path) -> None:
     result = loss.load_state_dict(state, strict=False)
-    missing = [k for k in result.missing_keys if not k.startswith("perceptual.")]
+    missing = [k for k in result.missing_keys if not _frozen(k)]
     if missing or result.unexpected_keys:
         raise ValueError(
             f"{folder / 'loss.safetensors'} does not match the loss config: "
@@ -358,12 +363,12 @@ def _average_gradients(params: list[torch.nn.Parameter]) -> None:
         g.copy_(chunk.view_as(g))
 
 
-def _average_buffers(module: torch.nn.Module) -> None:
+def _average_buffers(buffers: list[torch.Tensor]) -> None:
     """Average floating buffers (BatchNorm statistics, LeCam EMAs) over ranks so all ranks stay identical; integer
     ones (BatchNorm batch counters, which differ when only some ranks ran the 3-D discriminator) take the maximum."""
     if not is_distributed():
         return
-    for buffer in module.buffers():
+    for buffer in buffers:
         if buffer.dtype.is_floating_point:
             dist.all_reduce(buffer)
             buffer /= dist.get_world_size()

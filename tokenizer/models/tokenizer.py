@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import ClassVar
 
@@ -14,6 +12,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from .._atomic import atomic_target
 from ..quantizers import QuantizerOutput, ResidualConfig, VQConfig, build_quantizer
 from . import taming
 from ._state import check_state_dict
@@ -170,9 +169,9 @@ class Tokenizer(nn.Module):
             "version": str(VERSION),
             "config": json.dumps(config, sort_keys=True),
         }
-        with _replacing(directory / WEIGHTS_NAME) as tmp:
+        with atomic_target(directory / WEIGHTS_NAME) as tmp:
             safetensors.torch.save_file(state, str(tmp), metadata=metadata)
-        with _replacing(directory / CONFIG_NAME) as tmp:
+        with atomic_target(directory / CONFIG_NAME) as tmp:
             header = {"format": FORMAT, "version": VERSION, "model": self.model_kind}
             tmp.write_text(json.dumps({**header, **config}, indent=2) + "\n")
 
@@ -243,16 +242,3 @@ def _resolve_pretrained(name_or_path: str | os.PathLike[str]) -> Path:
     """The directory ``from_pretrained`` reads. Shipped models (e.g. ``"default"``) will be mapped to
     their files here; today every argument is a local directory."""
     return Path(name_or_path)
-
-
-@contextlib.contextmanager
-def _replacing(target: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``target``; on success rename it over ``target``, else remove it."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
