@@ -7,8 +7,6 @@ gif: a palette fitted to each frame). Files appear atomically (temporary file in
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -18,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .._atomic import atomic_target
 from .images import to_uint8
 
 # container format and default codec for each extension write_video understands
@@ -111,32 +110,25 @@ def write_video(
     codec = codec or default_codec
     palette = codec == "gif"
     pad_w, pad_h = (0, 0) if palette else (width % 2, height % 2)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.partial{suffix}")
-    try:
-        with av.open(str(temporary), mode="w", format=container_format) as container:
-            stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1_000_000))
-            stream.width, stream.height = width + pad_w, height + pad_h
-            stream.pix_fmt = "pal8" if palette else "yuv420p"
-            if gop is not None:
-                stream.codec_context.gop_size = gop
-            private = {}
-            if not palette and (crf is not None or codec in _DEFAULT_CRF):
-                private["crf"] = str(crf if crf is not None else _DEFAULT_CRF[codec])
-                if codec.startswith("libvpx"):
-                    private["b:v"] = "0"  # constant quality, no bitrate target
-            private.update(options or {})
-            stream.options = private
-            for rgb in _frames_uint8(frames):
-                if pad_w or pad_h:
-                    rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-                frame = _palette_frame(rgb) if palette else av.VideoFrame.from_ndarray(rgb, format="rgb24")
-                container.mux(stream.encode(frame))
-            container.mux(stream.encode(None))
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    with atomic_target(path) as temporary, av.open(str(temporary), mode="w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1_000_000))
+        stream.width, stream.height = width + pad_w, height + pad_h
+        stream.pix_fmt = "pal8" if palette else "yuv420p"
+        if gop is not None:
+            stream.codec_context.gop_size = gop
+        private = {}
+        if not palette and (crf is not None or codec in _DEFAULT_CRF):
+            private["crf"] = str(crf if crf is not None else _DEFAULT_CRF[codec])
+            if codec.startswith("libvpx"):
+                private["b:v"] = "0"  # constant quality, no bitrate target
+        private.update(options or {})
+        stream.options = private
+        for rgb in _frames_uint8(frames):
+            if pad_w or pad_h:
+                rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+            frame = _palette_frame(rgb) if palette else av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
     return path
 
 
