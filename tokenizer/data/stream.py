@@ -24,34 +24,18 @@ import torch
 from torch.utils.data import Dataset
 
 from .images import CropPolicy, ImageReadError, load_sample
-from .sources import media_kind
+from .sources import collect_inputs, media_kind
 from .video import ClipSpec, VideoInfo, VideoReadError, probe_video, read_clip
 
 log = logging.getLogger(__name__)
 
 
 def find_media(sources: Iterable[str | Path]) -> tuple[list[Path], list[Path]]:
-    """``(images, videos)`` under ``sources`` (folders, searched recursively, or single files), each sorted.
-
-    In folders, files with an image extension (``IMAGE_EXTENSIONS``, GIF included) are images and files with
-    another video extension (``VIDEO_EXTENSIONS``) videos; other files are ignored. A file named on its own is
-    a video by its extension and otherwise an image (decoding reports it if it is not). Raises
-    FileNotFoundError naming a source that does not exist.
-    """
-    images: set[Path] = set()
-    videos: set[Path] = set()
-    for source in sources:
-        path = Path(source)
-        if path.is_dir():
-            for file in path.rglob("*"):
-                kind = media_kind(file)
-                if kind != "other" and file.is_file():
-                    (videos if kind == "video" else images).add(file)
-        elif path.is_file():
-            (videos if media_kind(path) == "video" else images).add(path)
-        else:
-            raise FileNotFoundError(f"data source {str(path)!r} does not exist")
-    return sorted(images), sorted(videos)
+    """``(images, videos)`` among the files ``sources`` name (folders searched recursively, files, globs or
+    path lists, as ``collect_inputs`` reads them), each sorted; files of other types are left out (GIFs count
+    as images). Raises FileNotFoundError naming a source that matches nothing."""
+    files = collect_inputs(sources)
+    return [p for p in files if media_kind(p) == "image"], [p for p in files if media_kind(p) == "video"]
 
 
 def _mix(*parts: int | str) -> int:
