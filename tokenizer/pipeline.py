@@ -109,8 +109,9 @@ class EncodeOptions:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.shard_size < 1 or self.batch_size < 1 or self.workers < 0:
-            raise ValueError("shard_size and batch_size must be >= 1 and workers >= 0")
+        for name, minimum in (("shard_size", 1), ("batch_size", 1), ("workers", 0)):
+            if getattr(self, name) < minimum:
+                raise ValueError(f"{name} must be at least {minimum}, got {getattr(self, name)}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
 
@@ -130,9 +131,10 @@ def encode_dataset(
     out_dir = Path(out_dir)
     model = model.to(device).eval()
     _check_video_options(model, options.video)
+    identity = tokenizer_identity(model)  # hashes the weights: once per run
     run = {
         "format": "tessera-tokens",
-        "tokenizer": tokenizer_identity_cached(model),
+        "tokenizer": identity,
         "preprocess": asdict(options.preprocess),
         "video": asdict(options.video),
         "shard_size": options.shard_size,
@@ -155,7 +157,7 @@ def encode_dataset(
     with tqdm(total=total, unit="item", desc=f"encode[{rank}]" if world > 1 else "encode",
               disable=not options.progress, dynamic_ncols=True) as bar:  # fmt: skip
         for k in pending:
-            _encode_chunk(k, chunks[k], model, out_dir, options, device, summary, bar)
+            _encode_chunk(k, chunks[k], model, identity, out_dir, options, device, summary, bar)
     barrier()
     if rank == 0:
         _join_parts(out_dir, len(chunks))
@@ -167,6 +169,7 @@ def _encode_chunk(
     index: int,
     paths: Sequence[Path],
     model: Tokenizer,
+    identity: dict[str, Any],
     out_dir: Path,
     options: EncodeOptions,
     device: torch.device,
@@ -217,20 +220,11 @@ def _encode_chunk(
     parts = out_dir / PARTS_DIR
     _write_lines(parts / f"manifest-{index:05d}.jsonl", manifest)
     _write_lines(parts / f"errors-{index:05d}.jsonl", errors)
-    write_shard(out_dir / name, [grids[p] for p in order], kinds, tokenizer_identity_cached(model))
+    write_shard(out_dir / name, [grids[p] for p in order], kinds, identity)
     summary.items += len(order)
     summary.tokens += sum(int(grids[p].numel()) for p in order)
     summary.errors += len(errors)
     summary.shards_written += 1
-
-
-def tokenizer_identity_cached(model: Tokenizer) -> dict[str, Any]:
-    """``tokenizer_identity``, computed once per model object (hashing the weights takes a moment)."""
-    cached = getattr(model, "_tessera_identity", None)
-    if cached is None:
-        cached = tokenizer_identity(model)
-        model._tessera_identity = cached
-    return cached
 
 
 @torch.no_grad()

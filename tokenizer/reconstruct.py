@@ -13,7 +13,7 @@ from ._distributed import default_device
 from .data.images import to_uint8
 from .data.video_write import write_video
 from .models import Tokenizer, VideoTokenizer
-from .pipeline import tokenizer_identity_cached
+from .pipeline import tokenizer_identity
 from .tokens import TokenDataset
 
 
@@ -35,7 +35,7 @@ def decode_folder(
     """
     dataset = TokenDataset(token_dir)
     expected = dataset.identity.get("weights_sha256")
-    if expected != tokenizer_identity_cached(model)["weights_sha256"]:
+    if expected != tokenizer_identity(model)["weights_sha256"]:
         raise ValueError(
             f"{token_dir} was made by another tokenizer (weights hash {str(expected)[:12]}...); pass its --model"
         )
