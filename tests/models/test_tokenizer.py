@@ -210,6 +210,31 @@ def test_saved_files(tmp_path):
     assert TokenizerConfig.from_dict(json.loads(metadata["config"])) == model.config
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_weights_dtype_halves_the_file_and_keeps_the_codebook(tmp_path, dtype):
+    model = Tokenizer(tiny("vq"))
+    x = torch.rand(2, 3, 16, 8) * 2 - 1
+    model.train()(x)  # a trained codebook and EMA statistics
+    model.eval()
+    model.save_pretrained(tmp_path / "fp32")
+    model.save_pretrained(tmp_path / "half", weights_dtype=dtype)
+    full, half = (os.path.getsize(tmp_path / d / "model.safetensors") for d in ("fp32", "half"))
+    assert half < 0.55 * full
+    stored = safetensors.torch.load_file(str(tmp_path / "half" / "model.safetensors"))
+    for name, tensor in stored.items():
+        original = model.state_dict()[name]
+        if name.startswith("quantize.") or not original.is_floating_point():
+            assert tensor.dtype == original.dtype and torch.equal(tensor, original), name
+        else:
+            assert tensor.dtype == dtype and torch.equal(tensor, original.to(dtype)), name
+
+    loaded = Tokenizer.from_pretrained(tmp_path / "half")
+    assert all(t.dtype == model.state_dict()[n].dtype for n, t in loaded.state_dict().items())
+    with torch.no_grad():
+        expected, got = model(x)[0], loaded(x)[0]
+    assert (got - expected).abs().max() < (0.05 if dtype == torch.float16 else 0.3)
+
+
 def test_failed_save_keeps_the_old_files(tmp_path, monkeypatch):
     first = Tokenizer(tiny("fsq"))
     first.save_pretrained(tmp_path)

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
 from .config import TokenizerConfig
-from .tokenizer import Tokenizer
+from .tokenizer import SHIPPED_MODELS, Tokenizer, resolve_pretrained
 from .video import VideoTokenizer, VideoTokenizerConfig
 
 MODEL_CLASSES: dict[str, type[Tokenizer]] = {"image": Tokenizer, "video": VideoTokenizer}
@@ -42,8 +41,9 @@ def config_from_dict(data: dict[str, Any]) -> TokenizerConfig:
 
 
 def load_tokenizer(name_or_path: str | os.PathLike[str]) -> Tokenizer:
-    """Load an image or video tokenizer saved by ``save_pretrained`` (eval mode, CPU)."""
-    config_path = Path(name_or_path) / "config.json"
+    """Load an image or video tokenizer saved by ``save_pretrained``, or a shipped one by name (``"default"``,
+    ``"default-video"``), in eval mode on the CPU."""
+    config_path = resolve_pretrained(name_or_path) / "config.json"
     kind = "image"
     if config_path.is_file():
         kind = json.loads(config_path.read_text()).get("model", "image")
@@ -54,6 +54,7 @@ def load_tokenizer(name_or_path: str | os.PathLike[str]) -> Tokenizer:
 
 __all__ = [
     "MODEL_CLASSES",
+    "SHIPPED_MODELS",
     "Tokenizer",
     "TokenizerConfig",
     "VideoTokenizer",
@@ -63,4 +64,5 @@ __all__ = [
     "config_to_dict",
     "load_tokenizer",
     "model_class",
+    "resolve_pretrained",
 ]

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .._atomic import atomic_target
+from ..assets import MODELS_DIR
 from ..quantizers import QuantizerOutput, ResidualConfig, VQConfig, build_quantizer
 from . import taming
 from ._state import check_state_dict
@@ -23,6 +24,7 @@ FORMAT = "tessera-tokenizer"  # the "format" tag of config.json
 VERSION = 1  # the layout version of a saved tokenizer; readers refuse newer ones
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+SHIPPED_MODELS = ("default", "default-video")  # inside the package: tokenizer/assets/models/<name>
 
 
 class Tokenizer(nn.Module):
@@ -153,16 +155,23 @@ class Tokenizer(nn.Module):
 
     # --- saving and loading -----------------------------------------------------------------------------
 
-    def save_pretrained(self, directory: str | os.PathLike[str]) -> None:
+    def save_pretrained(self, directory: str | os.PathLike[str], *, weights_dtype: torch.dtype | None = None) -> None:
         """Write ``config.json`` and ``model.safetensors`` into ``directory`` (created if needed).
 
-        Each file is written under a temporary name and renamed into place, so a reader never sees a
-        partial file.
+        ``weights_dtype`` (e.g. ``torch.float16``, which halves the file) stores the network's floating-point
+        tensors in that dtype; the quantizer's codebook and statistics stay as they are (fp32), and loading
+        casts everything back to the module's dtype. Each file is written under a temporary name and renamed
+        into place, so a reader never sees a partial file.
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = self.config.to_dict()
         state = {k: v.detach().to("cpu").contiguous() for k, v in self.state_dict().items()}
+        if weights_dtype is not None:
+            state = {
+                k: v.to(weights_dtype) if v.is_floating_point() and not k.startswith("quantize.") else v
+                for k, v in state.items()
+            }
         metadata = {
             "format": "pt",
             "tokenizer_format": FORMAT,
@@ -182,9 +191,11 @@ class Tokenizer(nn.Module):
         Loading is strict: weights whose names or shapes differ from what the config builds raise a
         ``ValueError`` listing the tensors. A missing directory or file raises ``FileNotFoundError``.
         """
-        directory = _resolve_pretrained(name_or_path)
+        directory = resolve_pretrained(name_or_path)
         if not directory.is_dir():
-            raise FileNotFoundError(f"no saved tokenizer at {str(directory)!r}: not a directory")
+            raise FileNotFoundError(
+                f"no saved tokenizer at {str(directory)!r}: not a directory (shipped: {', '.join(SHIPPED_MODELS)})"
+            )
         config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         for path in (config_path, weights_path):
             if not path.is_file():
@@ -238,7 +249,16 @@ class Tokenizer(nn.Module):
         self.load_state_dict(state, strict=True)
 
 
-def _resolve_pretrained(name_or_path: str | os.PathLike[str]) -> Path:
-    """The directory ``from_pretrained`` reads. Shipped models (e.g. ``"default"``) will be mapped to
-    their files here; today every argument is a local directory."""
-    return Path(name_or_path)
+def resolve_pretrained(name_or_path: str | os.PathLike[str]) -> Path:
+    """The directory ``from_pretrained`` reads: an existing local path as given; otherwise the name of a
+    model shipped inside the package (``SHIPPED_MODELS``) maps to its folder there."""
+    path = Path(name_or_path)
+    if path.exists() or str(name_or_path) not in SHIPPED_MODELS:
+        return path
+    shipped = MODELS_DIR / str(name_or_path)
+    if not (shipped / WEIGHTS_NAME).is_file():
+        raise FileNotFoundError(
+            f"the shipped model {str(name_or_path)!r} is missing from this installation ({shipped}); "
+            "reinstall the package, or run tools/train_default.py --install in a source checkout"
+        )
+    return shipped
