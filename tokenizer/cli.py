@@ -48,11 +48,15 @@ def _encode(args: argparse.Namespace) -> int:
 
     from .data.items import VideoSampling
     from .data.preprocess import ImagePreprocess
-    from .data.sources import collect_inputs
+    from .data.sources import collect_inputs, media_kind
     from .models import load_tokenizer
     from .pipeline import EncodeOptions, StrictModeError, encode_dataset
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    inputs = collect_inputs(args.inputs)
+    if args.model is None:  # the shipped defaults: the video one as soon as there is a video to tokenize
+        args.model = "default-video" if any(media_kind(p) == "video" for p in inputs) else "default"
+        print(f"using the shipped tokenizer {args.model!r} (pass --model to choose another)", file=sys.stderr)
     model = load_tokenizer(args.model)
     options = EncodeOptions(
         preprocess=ImagePreprocess(args.resize, args.size, args.crop, model.downsample_factor),
@@ -64,7 +68,6 @@ def _encode(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         strict=args.strict,
     )
-    inputs = collect_inputs(args.inputs)
     try:
         summary = encode_dataset(inputs, model, args.out, options)
     except StrictModeError as err:
@@ -77,11 +80,24 @@ def _encode(args: argparse.Namespace) -> int:
 def _decode(args: argparse.Namespace) -> int:
     """Decode a token folder back into images."""
     from .models import load_tokenizer
-    from .reconstruct import decode_folder
+    from .reconstruct import decode_folder, shipped_model_for
 
+    if args.model is None:
+        args.model = shipped_model_for(args.tokens)
+        print(f"using the shipped tokenizer {args.model!r}, which made these tokens", file=sys.stderr)
     written = decode_folder(args.tokens, load_tokenizer(args.model), args.out,
                             batch_size=args.batch_size, device=args.device)  # fmt: skip
     print(f"wrote {len(written)} images to {args.out}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    """Tokenize the bundled samples with the shipped defaults; write tokens, reconstructions, a report."""
+    from .demo import run_demo
+
+    report = run_demo(args.out, image_model=args.model, video_model=None if args.no_video else args.video_model,
+                      device=args.device)  # fmt: skip
+    print(report.to_markdown())
     return 0
 
 
@@ -110,7 +126,11 @@ def main(argv: list[str] | None = None) -> int:
     train.set_defaults(func=_train)
     encode = sub.add_parser("encode", help="tokenize images and videos into token shards (resumable)")
     encode.add_argument("inputs", nargs="+", help="folders (recursive), files, globs, or .txt/.jsonl lists of paths")
-    encode.add_argument("--model", required=True, help="a model folder (save_pretrained / a training checkpoint)")
+    encode.add_argument(
+        "--model",
+        help="a model folder (save_pretrained / a training checkpoint) or a shipped name; default: 'default' "
+        "for images, 'default-video' when the inputs hold a video",
+    )
     encode.add_argument("--out", required=True, help="output folder for shards, manifest.jsonl and errors.jsonl")
     encode.add_argument("--resize", type=int, help="resize the shorter side to this many pixels first")
     encode.add_argument("--size", type=int, help="square crop side (a multiple of the model's downsampling)")
@@ -130,11 +150,19 @@ def main(argv: list[str] | None = None) -> int:
 
     decode = sub.add_parser("decode", help="decode a token folder back into images (PNG) and videos (mp4)")
     decode.add_argument("tokens", help="a token folder written by `tokenizer encode`")
-    decode.add_argument("--model", required=True, help="the model folder that made the tokens")
+    decode.add_argument("--model", help="the model that made the tokens (default: the shipped one that did)")
     decode.add_argument("--out", required=True, help="folder for the decoded PNGs")
     decode.add_argument("--batch-size", type=int, default=16)
     decode.add_argument("--device")
     decode.set_defaults(func=_decode)
+
+    demo = sub.add_parser("demo", help="tokenize the bundled sample photos and clip with the shipped tokenizers")
+    demo.add_argument("--out", default="tokenizer-demo", help="output folder (default: ./tokenizer-demo)")
+    demo.add_argument("--model", default="default", help="image tokenizer: a model folder or a shipped name")
+    demo.add_argument("--video-model", default="default-video", help="video tokenizer for the sample clip")
+    demo.add_argument("--no-video", action="store_true", help="skip the sample clip")
+    demo.add_argument("--device", help="torch device (default: the GPU if there is one, else the CPU)")
+    demo.set_defaults(func=_demo)
 
     info = sub.add_parser("info", help="summarise a model folder or a token folder")
     info.add_argument("path")

@@ -12,7 +12,7 @@ from ._atomic import atomic_target
 from ._distributed import default_device
 from .data.images import to_uint8
 from .data.video_write import write_video
-from .models import Tokenizer, VideoTokenizer
+from .models import SHIPPED_MODELS, Tokenizer, VideoTokenizer, load_tokenizer
 from .pipeline import tokenizer_identity
 from .tokens import TokenDataset
 
@@ -59,9 +59,7 @@ def decode_folder(
     for index in tqdm(range(len(dataset)), unit="item", desc="decode", disable=not progress, dynamic_ncols=True):
         item = dataset[index]
         if item.get("kind", "image") == "video":
-            written[index] = _decode_video(
-                model, item, out_dir / f"{index:08d}-{Path(item['source']).stem}.mp4", device
-            )
+            written[index] = _decode_video(model, item, out_dir / f"{index:08d}-{Path(item['source']).stem}.mp4")
             continue
         shape = tuple(item["tokens"].shape)
         buckets.setdefault(shape, []).append((index, item["tokens"], item["source"]))
@@ -72,9 +70,30 @@ def decode_folder(
     return [written[i] for i in sorted(written)]
 
 
-def _decode_video(model: VideoTokenizer, item: dict, target: Path, device: torch.device, window: int = 8) -> Path:
-    """Decode a video's token frames ``window`` at a time (the causal decoder chains them) and write an mp4."""
-    tokens = item["tokens"][None].to(device)
+def shipped_model_for(token_dir: str | Path) -> str:
+    """The name of the shipped tokenizer (``SHIPPED_MODELS``) whose weights made ``token_dir``'s tokens;
+    ValueError when none did (the folder's tokens need their own ``--model``)."""
+    expected = TokenDataset(token_dir).identity.get("weights_sha256")
+    for name in SHIPPED_MODELS:
+        try:
+            model = load_tokenizer(name)
+        except FileNotFoundError:
+            continue
+        if tokenizer_identity(model)["weights_sha256"] == expected:
+            return name
+    raise ValueError(f"{token_dir} was not made by a shipped tokenizer ({', '.join(SHIPPED_MODELS)}); pass --model")
+
+
+@torch.no_grad()
+def decode_video_tokens(model: VideoTokenizer, tokens: torch.Tensor, window: int = 8) -> torch.Tensor:
+    """A video's token grid ``[T', h, w]`` back to fp32 CPU pixels ``[3, T, H, W]`` in ``[-1, 1]``, decoded
+    ``window`` token frames at a time (the causal decoder chains them, so memory follows the window)."""
+    device = next(model.parameters()).device
+    tokens = tokens[None].to(device)
     chunks = [tokens[:, i : i + window] for i in range(0, tokens.shape[1], window)]
-    frames = torch.cat([p.float().cpu() for p in model.decode_windows(chunks)], dim=2)[0]
-    return write_video(target, frames.clamp(-1, 1), fps=float(item.get("fps") or 25.0))
+    return torch.cat([p.float().cpu() for p in model.decode_windows(chunks)], dim=2)[0].clamp(-1, 1)
+
+
+def _decode_video(model: VideoTokenizer, item: dict, target: Path) -> Path:
+    frames = decode_video_tokens(model, item["tokens"])
+    return write_video(target, frames, fps=float(item.get("fps") or 25.0))

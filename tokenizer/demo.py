@@ -1,0 +1,202 @@
+"""``tokenizer demo``: the shipped default tokenizers on the bundled real samples, end to end and offline.
+
+It runs the code behind ``tokenizer encode`` and ``tokenizer decode``, then measures what came back::
+
+    OUT/tokens/images/, OUT/tokens/videos/      token shards (the ``encode`` format; see README)
+    OUT/reconstructions/images/, .../videos/    decoded PNGs and mp4s (what ``decode`` writes)
+    OUT/side_by_side.png                        every photo beside its reconstruction
+    OUT/side_by_side-<clip>.mp4                 each clip beside its reconstruction
+    OUT/report.md, OUT/report.json              per item: pixels, token grid, bits per pixel, PSNR, SSIM
+
+Bits per pixel: ``bpp = tokens * log2(codebook_size) / (frames * H * W)``. PSNR and SSIM (``tokenizer.metrics``)
+compare the pixels the encoder saw (cropped to the token factor) with the decoded ones. An item is marked
+held out when the model's ``card.json`` says training never saw it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from . import metrics
+from ._atomic import atomic_target, write_text_atomically
+from .assets import sample_images, sample_videos
+from .data.images import to_uint8
+from .data.items import crop_to_factor
+from .data.preprocess import ImagePreprocess, load_for_tokenization
+from .data.video import iter_frames
+from .data.video_write import write_side_by_side
+from .models import Tokenizer, VideoTokenizer, load_tokenizer, resolve_pretrained
+from .pipeline import EncodeOptions, encode_dataset
+from .reconstruct import decode_folder, decode_video_tokens
+from .tokens import TokenDataset
+
+
+@dataclass
+class ItemQuality:
+    source: str
+    kind: str  # "image" or "video"
+    width: int  # pixels tokenized (after cropping to the token factor)
+    height: int
+    frames: int  # 1 for images
+    grid: list[int]  # token grid shape: [h, w] or [t, h, w]
+    bits_per_pixel: float
+    psnr: float  # dB; videos: the mean over frames
+    ssim: float  # videos: the mean over frames
+    held_out: bool | None  # None: the model has no card saying what it trained on
+
+
+@dataclass
+class DemoReport:
+    out_dir: Path
+    models: dict[str, str]  # "image" / "video" -> the model used
+    items: list[ItemQuality]
+
+    def to_markdown(self) -> str:
+        lines = [
+            f"# Tokenizer demo ({', '.join(f'{kind}: {name}' for kind, name in self.models.items())})",
+            "",
+            "| item | kind | pixels | token grid | bits/pixel | PSNR (dB) | SSIM | held out |",
+            "|---|---|---|---|---:|---:|---:|---|",
+        ]
+        for q in self.items:
+            pixels = f"{q.width}x{q.height}" + (f" x {q.frames} frames" if q.kind == "video" else "")
+            held_out = {True: "yes", False: "no", None: "?"}[q.held_out]
+            lines.append(
+                f"| {Path(q.source).name} | {q.kind} | {pixels} | {'x'.join(map(str, q.grid))} | "
+                f"{q.bits_per_pixel:.3f} | {q.psnr:.2f} | {q.ssim:.3f} | {held_out} |"
+            )
+        lines.append("")
+        for label, chosen in (("all items", self.items), ("held out", [q for q in self.items if q.held_out])):
+            if chosen:
+                psnr = sum(q.psnr for q in chosen) / len(chosen)
+                ssim = sum(q.ssim for q in chosen) / len(chosen)
+                lines.append(f"Mean over {label} ({len(chosen)}): PSNR {psnr:.2f} dB, SSIM {ssim:.3f}.  ")
+        lines.append("")
+        lines.append(f"Tokens: {self.out_dir / 'tokens'}; reconstructions: {self.out_dir / 'reconstructions'}; "
+                     f"side by side: {self.out_dir / 'side_by_side.png'}.")  # fmt: skip
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> str:
+        return json.dumps({"models": self.models, "items": [asdict(q) for q in self.items]}, indent=2) + "\n"
+
+
+def run_demo(
+    out_dir: str | Path,
+    *,
+    image_model: str = "default",
+    video_model: str | None = "default-video",
+    images: Sequence[Path] | None = None,
+    videos: Sequence[Path] | None = None,
+    device: str | None = None,
+    progress: bool = True,
+) -> DemoReport:
+    """Tokenize ``images`` (default: the bundled photos) with ``image_model`` and ``videos`` (default: the
+    bundled clip) with ``video_model`` (None: skip videos) into ``out_dir``, decode them back, and write the
+    side-by-side views and the report (see the module docstring). Rerunning into the same folder reuses the
+    shards already there."""
+    out_dir = Path(out_dir)
+    images = sorted(images if images is not None else sample_images())
+    videos = sorted(videos if videos is not None else sample_videos()) if video_model else []
+    models: dict[str, str] = {}
+    items: list[ItemQuality] = []
+    pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for kind, name, paths in (("image", image_model, images), ("video", video_model, videos)):
+        if not paths:
+            continue
+        model = load_tokenizer(name)
+        models[kind] = str(name)
+        token_dir = out_dir / "tokens" / f"{kind}s"
+        options = EncodeOptions(ImagePreprocess(factor=model.downsample_factor), device=device, progress=progress)
+        encode_dataset(list(paths), model, token_dir, options)
+        decode_folder(token_dir, model, out_dir / "reconstructions" / f"{kind}s", device=device, progress=progress)
+        held_out = _held_out_names(name)
+        for item in TokenDataset(token_dir):
+            original, reconstruction = _original_and_reconstruction(model, item)
+            items.append(_quality(item, model, original, reconstruction, held_out))
+            if kind == "image":
+                pairs.append((original, reconstruction))
+            else:
+                clip = out_dir / f"side_by_side-{Path(item['source']).stem}.mp4"
+                write_side_by_side(clip, original, reconstruction, fps=float(item.get("fps") or 25.0))
+    if pairs:
+        with atomic_target(out_dir / "side_by_side.png") as temporary:
+            side_by_side_image(pairs).save(temporary, format="PNG")
+    report = DemoReport(out_dir, models, items)
+    write_text_atomically(out_dir / "report.md", report.to_markdown())
+    write_text_atomically(out_dir / "report.json", report.to_json())
+    return report
+
+
+def side_by_side_image(
+    pairs: Sequence[tuple[torch.Tensor, torch.Tensor]], columns: int = 2, gap: int = 4
+) -> Image.Image:
+    """One RGB image of ``original | reconstruction`` pairs (fp32 ``[3, H, W]`` in ``[-1, 1]``), ``columns``
+    pairs to a row on a white background, ``gap`` pixels apart."""
+    if not pairs:
+        raise ValueError("side_by_side_image needs at least one (original, reconstruction) pair")
+    cell_w = max(a.shape[-1] + b.shape[-1] for a, b in pairs) + gap
+    cell_h = max(max(a.shape[-2], b.shape[-2]) for a, b in pairs)
+    columns = min(columns, len(pairs))
+    rows = math.ceil(len(pairs) / columns)
+    canvas = Image.new("RGB", (columns * (cell_w + gap) - gap, rows * (cell_h + gap) - gap), "white")
+    for index, (original, reconstruction) in enumerate(pairs):
+        x, y = index % columns * (cell_w + gap), index // columns * (cell_h + gap)
+        canvas.paste(Image.fromarray(to_uint8(original)), (x, y))
+        canvas.paste(Image.fromarray(to_uint8(reconstruction)), (x + original.shape[-1] + gap, y))
+    return canvas
+
+
+@torch.no_grad()
+def _original_and_reconstruction(model: Tokenizer | VideoTokenizer, item: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The pixels the encoder saw and the decoded ones, fp32 CPU ``[3, H, W]`` or ``[3, T, H, W]``."""
+    tokens, factor = item["tokens"], model.downsample_factor
+    if item.get("kind", "image") == "video":
+        frames = iter_frames(item["source"], start=float(item.get("start", 0.0)), stride=int(item.get("stride", 1)))
+        try:
+            original = crop_to_factor(torch.stack(list(islice(frames, item["frames"])), dim=1), factor)
+        finally:
+            frames.close()
+        return original, decode_video_tokens(model, tokens)
+    original = load_for_tokenization(item["source"], ImagePreprocess(factor=factor)).pixels
+    device = next(model.parameters()).device
+    return original, model.decode(tokens[None].to(device))[0].float().cpu().clamp(-1, 1)
+
+
+def _quality(
+    item: dict, model: Tokenizer, original: torch.Tensor, reconstruction: torch.Tensor, held_out: set[str] | None
+) -> ItemQuality:
+    as_frames = (lambda x: x.transpose(0, 1)) if original.ndim == 4 else (lambda x: x[None])  # [T, 3, H, W]
+    frames_a, frames_b = as_frames(original), as_frames(reconstruction)
+    tokens = item["tokens"]
+    bits = tokens.numel() * math.log2(model.codebook_size)
+    name = Path(item["source"]).name
+    return ItemQuality(
+        source=str(item["source"]),
+        kind=item.get("kind", "image"),
+        width=original.shape[-1],
+        height=original.shape[-2],
+        frames=frames_a.shape[0],
+        grid=list(tokens.shape),
+        bits_per_pixel=bits / frames_a[:, 0].numel(),
+        psnr=metrics.psnr(frames_a, frames_b).mean().item(),
+        ssim=metrics.ssim(frames_a, frames_b).mean().item(),
+        held_out=None if held_out is None else name in held_out or Path(name).stem in held_out,
+    )
+
+
+def _held_out_names(model: str) -> set[str] | None:
+    """Names (and stems) of the files the model's ``card.json`` says it never trained on; None without a card."""
+    card = resolve_pretrained(model) / "card.json"
+    if not card.is_file():
+        return None
+    data = json.loads(card.read_text())
+    names = [*data.get("held_out", []), *data.get("held_out_clips", [])]
+    return {n for name in names for n in (name, Path(name).stem)}
