@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .losses import VQGANLossConfig
+from .losses.discriminator import min_input_size
 from .models import TokenizerConfig, VideoTokenizerConfig, config_from_dict, config_to_dict
 
 
@@ -113,6 +114,24 @@ class TrainConfig:
             raise ValueError(
                 f"data.clip_frames={self.data.clip_frames} must be 1 + k * the model's temporal_factor {factor} "
                 f"({1 + factor}, {1 + 2 * factor}, {1 + 4 * factor}, ...)"
+            )
+        self._check_discriminator_inputs()
+
+    def _check_discriminator_inputs(self) -> None:
+        """Crops and clips must be large enough for the patch discriminators (found now, not at disc_start)."""
+        if self.loss.disc_weight == 0 or self.loss.disc_start >= self.steps:
+            return
+        layers = self.loss.disc_layers
+        if self.data.size < min_input_size(layers):
+            raise ValueError(
+                f"data.size={self.data.size} is too small for the discriminator: loss.disc_layers={layers} "
+                f"needs crops of at least {min_input_size(layers)} pixels"
+            )
+        frames = min_input_size(layers, stride=1)
+        if isinstance(self.model, VideoTokenizerConfig) and self.loss.disc_dims == 3 and self.data.clip_frames < frames:
+            raise ValueError(
+                f"data.clip_frames={self.data.clip_frames} is too short for the 3-D discriminator: "
+                f"loss.disc_layers={layers} needs clips of at least {frames} frames"
             )
 
     def to_dict(self) -> dict[str, Any]:

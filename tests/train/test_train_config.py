@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from tokenizer.losses import VQGANLossConfig
-from tokenizer.models import TokenizerConfig
+from tokenizer.models import TokenizerConfig, VideoTokenizerConfig
 from tokenizer.quantizers import FSQConfig, ResidualConfig, VQConfig
 from tokenizer.train_config import DataConfig, OptimConfig, TrainConfig, load_train_config
 
@@ -95,10 +95,10 @@ def test_handwritten_yaml_parses(tmp_path):
 
 def test_overrides_replace_top_level_keys(tmp_path):
     path = _write(tmp_path, _raw(), ".yaml")
-    data = {"train": ["elsewhere"], "size": 8}
+    data = {"train": ["elsewhere"], "size": 32}
     config = load_train_config(path, overrides={"steps": 7, "out_dir": "runs/other", "data": data})
     assert config.steps == 7 and config.out_dir == "runs/other"
-    assert config.data == DataConfig(train=("elsewhere",), size=8)  # a section is replaced whole, not merged
+    assert config.data == DataConfig(train=("elsewhere",), size=32)  # a section is replaced whole, not merged
     assert config.model == EXPECTED.model and config.seed == 11
     assert load_train_config(path, overrides={}) == load_train_config(path) == EXPECTED
 
@@ -215,3 +215,17 @@ def test_nonsense_data_sizes_are_rejected_when_loading(tmp_path, key, value):
     raw["data"][key] = value
     with pytest.raises(ValueError, match=f"data.{key}"):
         load_train_config(_write(tmp_path, raw, ".yaml"))
+
+
+def test_inputs_too_small_for_the_discriminators_are_refused_up_front():
+    video = VideoTokenizerConfig(ch=32, ch_mult=(1, 1, 2), temporal_factor=4)
+    gan = VQGANLossConfig(perceptual_weight=0.0, disc_start=10, disc_layers=3, disc_dims=3)
+    with pytest.raises(ValueError, match=r"data.size=16 is too small .* at least 24 pixels"):
+        TrainConfig(out_dir="x", model=video, loss=gan, data=DataConfig(size=16), steps=20)
+    with pytest.raises(ValueError, match=r"data.clip_frames=5 is too short .* at least 6 frames"):
+        TrainConfig(out_dir="x", model=video, loss=gan, data=DataConfig(size=32, clip_frames=5), steps=20)
+    TrainConfig(out_dir="x", model=video, loss=gan, data=DataConfig(size=32, clip_frames=9), steps=20)
+    # the GAN never runs: nothing to check
+    TrainConfig(out_dir="x", model=video, loss=gan, data=DataConfig(size=16, clip_frames=5), steps=10)
+    no_gan = dataclasses.replace(gan, disc_weight=0.0)
+    TrainConfig(out_dir="x", model=video, loss=no_gan, data=DataConfig(size=16, clip_frames=5), steps=20)

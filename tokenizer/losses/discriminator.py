@@ -39,6 +39,16 @@ def _out_size(size: int, strides: list[int]) -> int:
     return size
 
 
+def _min_size(strides: list[int]) -> int:
+    return next(n for n in range(1, 1 << 16) if _out_size(n, strides) >= 1)
+
+
+def min_input_size(n_layers: int, stride: int = 2) -> int:
+    """The shortest input extent (pixels, or frames for a 3-D discriminator's ``time_stride``) along an axis
+    whose ``n_layers`` strided convs use ``stride`` that still yields one logit: ``n_layers + 3`` for stride 1."""
+    return _min_size([stride] * n_layers + [1, 1])
+
+
 class _PatchDiscriminatorBase(nn.Module):
     dims: int
 
@@ -85,7 +95,7 @@ class _PatchDiscriminatorBase(nn.Module):
         for axis in axes:
             strides = [s if isinstance(s, int) else s[axis] for s in self._strides]
             if _out_size(x.shape[2 + axis], strides) < 1:
-                minimum = next(n for n in range(1, 4096) if _out_size(n, strides) >= 1)
+                minimum = _min_size(strides)
                 raise ValueError(
                     f"{type(self).__name__} input {tuple(x.shape)} is too small: dimension {2 + axis} needs "
                     f">= {minimum} for this depth and stride"
