@@ -49,15 +49,19 @@ def _encode(args: argparse.Namespace) -> int:
     from .data.items import VideoSampling
     from .data.preprocess import ImagePreprocess
     from .data.sources import collect_inputs, media_kind
-    from .models import load_tokenizer
+    from .models import load_tokenizer, shipped_model_dir
     from .pipeline import EncodeOptions, StrictModeError, encode_dataset
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
     inputs = collect_inputs(args.inputs)
     if args.model is None:  # the shipped defaults: the video one as soon as there is a video to tokenize
-        args.model = "default-video" if any(media_kind(p) == "video" for p in inputs) else "default"
-        print(f"using the shipped tokenizer {args.model!r} (pass --model to choose another)", file=sys.stderr)
-    model = load_tokenizer(args.model)
+        videos = any(media_kind(p) == "video" for p in inputs)
+        name = "default-video" if videos else "default"
+        model = load_tokenizer(shipped_model_dir(name))
+        print(f"using the shipped tokenizer {name!r}" + (" (the inputs hold videos, so it tokenizes the images "
+              "too)" if videos else "") + "; pass --model to choose another", file=sys.stderr)  # fmt: skip
+    else:
+        model = load_tokenizer(args.model)
     options = EncodeOptions(
         preprocess=ImagePreprocess(args.resize, args.size, args.crop, model.downsample_factor),
         video=VideoSampling(args.clip_frames, args.frame_stride, args.fps, args.start, args.window),
@@ -83,11 +87,12 @@ def _decode(args: argparse.Namespace) -> int:
     from .reconstruct import decode_folder, shipped_model_for
 
     if args.model is None:
-        args.model = shipped_model_for(args.tokens)
-        print(f"using the shipped tokenizer {args.model!r}, which made these tokens", file=sys.stderr)
-    written = decode_folder(args.tokens, load_tokenizer(args.model), args.out,
-                            batch_size=args.batch_size, device=args.device)  # fmt: skip
-    print(f"wrote {len(written)} images to {args.out}")
+        name, model = shipped_model_for(args.tokens)
+        print(f"using the shipped tokenizer {name!r}, which made these tokens", file=sys.stderr)
+    else:
+        model = load_tokenizer(args.model)
+    written = decode_folder(args.tokens, model, args.out, batch_size=args.batch_size, device=args.device)
+    print(f"wrote {len(written)} reconstructions (PNG images, mp4 videos) to {args.out}")
     return 0
 
 
@@ -98,7 +103,7 @@ def _demo(args: argparse.Namespace) -> int:
     report = run_demo(args.out, image_model=args.model, video_model=None if args.no_video else args.video_model,
                       device=args.device)  # fmt: skip
     print(report.to_markdown())
-    return 0
+    return 1 if report.skipped else 0
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -10,15 +10,17 @@ It runs the code behind ``tokenizer encode`` and ``tokenizer decode``, then meas
 
 Bits per pixel: ``bpp = tokens * log2(codebook_size) / (frames * H * W)``. PSNR and SSIM (``tokenizer.metrics``)
 compare the pixels the encoder saw (cropped to the token factor) with the decoded ones. An item is marked
-held out when the model's ``card.json`` says training never saw it.
+held out ("yes") or trained on ("no") when the model's ``card.json`` names its file (by name or stem).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
+import shutil
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import islice
 from pathlib import Path
 
@@ -34,9 +36,11 @@ from .data.preprocess import ImagePreprocess, load_for_tokenization
 from .data.video import iter_frames
 from .data.video_write import write_side_by_side
 from .models import Tokenizer, VideoTokenizer, load_tokenizer, resolve_pretrained
-from .pipeline import EncodeOptions, encode_dataset
+from .pipeline import EncodeOptions, OutputMismatchError, encode_dataset
 from .reconstruct import decode_folder, decode_video_tokens
 from .tokens import TokenDataset
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,7 +54,7 @@ class ItemQuality:
     bits_per_pixel: float
     psnr: float  # dB; videos: the mean over frames
     ssim: float  # videos: the mean over frames
-    held_out: bool | None  # None: the model has no card saying what it trained on
+    held_out: bool | None  # None: the model's card names the file neither as trained on nor as held out
 
 
 @dataclass
@@ -58,6 +62,7 @@ class DemoReport:
     out_dir: Path
     models: dict[str, str]  # "image" / "video" -> the model used
     items: list[ItemQuality]
+    skipped: list[dict[str, str]] = field(default_factory=list)  # inputs that could not be tokenized: source, error
 
     def to_markdown(self) -> str:
         lines = [
@@ -74,18 +79,26 @@ class DemoReport:
                 f"{q.bits_per_pixel:.3f} | {q.psnr:.2f} | {q.ssim:.3f} | {held_out} |"
             )
         lines.append("")
-        for label, chosen in (("all items", self.items), ("held out", [q for q in self.items if q.held_out])):
-            if chosen:
-                psnr = sum(q.psnr for q in chosen) / len(chosen)
-                ssim = sum(q.ssim for q in chosen) / len(chosen)
-                lines.append(f"Mean over {label} ({len(chosen)}): PSNR {psnr:.2f} dB, SSIM {ssim:.3f}.  ")
+        for kind in ("image", "video"):
+            every = [q for q in self.items if q.kind == kind]
+            for label, chosen in ((f"all {kind}s", every), (f"held-out {kind}s", [q for q in every if q.held_out])):
+                if chosen:
+                    psnr = sum(q.psnr for q in chosen) / len(chosen)
+                    ssim = sum(q.ssim for q in chosen) / len(chosen)
+                    lines.append(f"Mean over {label} ({len(chosen)}): PSNR {psnr:.2f} dB, SSIM {ssim:.3f}.  ")
+        for row in self.skipped:
+            lines.append(f"Skipped {row['source']}: {row['error']}.  ")
         lines.append("")
-        lines.append(f"Tokens: {self.out_dir / 'tokens'}; reconstructions: {self.out_dir / 'reconstructions'}; "
-                     f"side by side: {self.out_dir / 'side_by_side.png'}.")  # fmt: skip
+        outputs = ["tokens", "reconstructions", "side_by_side.png", *self._clip_views()]
+        lines.append("Wrote " + ", ".join(str(self.out_dir / o) for o in outputs if (self.out_dir / o).exists()) + ".")
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> str:
-        return json.dumps({"models": self.models, "items": [asdict(q) for q in self.items]}, indent=2) + "\n"
+        items = [{k: round(v, 4) if isinstance(v, float) else v for k, v in asdict(q).items()} for q in self.items]
+        return json.dumps({"models": self.models, "items": items, "skipped": self.skipped}, indent=2) + "\n"
+
+    def _clip_views(self) -> list[str]:
+        return [_clip_view_name(q.source) for q in self.items if q.kind == "video"]
 
 
 def run_demo(
@@ -100,36 +113,43 @@ def run_demo(
 ) -> DemoReport:
     """Tokenize ``images`` (default: the bundled photos) with ``image_model`` and ``videos`` (default: the
     bundled clip) with ``video_model`` (None: skip videos) into ``out_dir``, decode them back, and write the
-    side-by-side views and the report (see the module docstring). Rerunning into the same folder reuses the
-    shards already there."""
+    side-by-side views and the report (see the module docstring). The demo owns ``tokens/``,
+    ``reconstructions/``, the side-by-side views and the report in ``out_dir``: a rerun with the same models
+    and inputs reuses the shards there, one with others replaces them. Inputs that cannot be tokenized are
+    listed in ``report.skipped``."""
     out_dir = Path(out_dir)
     images = sorted(images if images is not None else sample_images())
     videos = sorted(videos if videos is not None else sample_videos()) if video_model else []
-    models: dict[str, str] = {}
-    items: list[ItemQuality] = []
+    report = DemoReport(out_dir, {}, [])
     pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
     for kind, name, paths in (("image", image_model, images), ("video", video_model, videos)):
-        if not paths:
+        if not paths or name is None:
+            _remove_outputs(out_dir, kind)
             continue
         model = load_tokenizer(name)
-        models[kind] = str(name)
+        report.models[kind] = str(name)
         token_dir = out_dir / "tokens" / f"{kind}s"
         options = EncodeOptions(ImagePreprocess(factor=model.downsample_factor), device=device, progress=progress)
-        encode_dataset(list(paths), model, token_dir, options)
+        try:
+            encode_dataset(list(paths), model, token_dir, options)
+        except OutputMismatchError as err:
+            log.warning("replacing the demo's earlier %s outputs: %s", kind, err)
+            _remove_outputs(out_dir, kind)
+            encode_dataset(list(paths), model, token_dir, options)
+        report.skipped += [{"source": r["source"], "error": r["error"]} for r in _jsonl(token_dir / "errors.jsonl")]
         decode_folder(token_dir, model, out_dir / "reconstructions" / f"{kind}s", device=device, progress=progress)
-        held_out = _held_out_names(name)
+        names = _card_names(name)
         for item in TokenDataset(token_dir):
             original, reconstruction = _original_and_reconstruction(model, item)
-            items.append(_quality(item, model, original, reconstruction, held_out))
+            report.items.append(_quality(item, model, original, reconstruction, names))
             if kind == "image":
                 pairs.append((original, reconstruction))
             else:
-                clip = out_dir / f"side_by_side-{Path(item['source']).stem}.mp4"
-                write_side_by_side(clip, original, reconstruction, fps=float(item.get("fps") or 25.0))
+                view = out_dir / _clip_view_name(item["source"])
+                write_side_by_side(view, original, reconstruction, fps=float(item.get("fps") or 25.0))
     if pairs:
         with atomic_target(out_dir / "side_by_side.png") as temporary:
             side_by_side_image(pairs).save(temporary, format="PNG")
-    report = DemoReport(out_dir, models, items)
     write_text_atomically(out_dir / "report.md", report.to_markdown())
     write_text_atomically(out_dir / "report.json", report.to_json())
     return report
@@ -171,7 +191,7 @@ def _original_and_reconstruction(model: Tokenizer | VideoTokenizer, item: dict) 
 
 
 def _quality(
-    item: dict, model: Tokenizer, original: torch.Tensor, reconstruction: torch.Tensor, held_out: set[str] | None
+    item: dict, model: Tokenizer, original: torch.Tensor, reconstruction: torch.Tensor, card: dict[str, bool]
 ) -> ItemQuality:
     as_frames = (lambda x: x.transpose(0, 1)) if original.ndim == 4 else (lambda x: x[None])  # [T, 3, H, W]
     frames_a, frames_b = as_frames(original), as_frames(reconstruction)
@@ -188,15 +208,30 @@ def _quality(
         bits_per_pixel=bits / frames_a[:, 0].numel(),
         psnr=metrics.psnr(frames_a, frames_b).mean().item(),
         ssim=metrics.ssim(frames_a, frames_b).mean().item(),
-        held_out=None if held_out is None else name in held_out or Path(name).stem in held_out,
+        held_out=card.get(name, card.get(Path(name).stem)),
     )
 
 
-def _held_out_names(model: str) -> set[str] | None:
-    """Names (and stems) of the files the model's ``card.json`` says it never trained on; None without a card."""
+def _card_names(model: str) -> dict[str, bool]:
+    """File names and stems from the model's ``card.json``: True for held out, False for trained on."""
     card = resolve_pretrained(model) / "card.json"
-    if not card.is_file():
-        return None
-    data = json.loads(card.read_text())
-    names = [*data.get("held_out", []), *data.get("held_out_clips", [])]
-    return {n for name in names for n in (name, Path(name).stem)}
+    data = json.loads(card.read_text()) if card.is_file() else {}
+    return {n: held_out for key, held_out in (("train", False), ("held_out", True))
+            for name in data.get(key, []) for n in (name, Path(name).stem)}  # fmt: skip
+
+
+def _clip_view_name(source: str) -> str:
+    return f"side_by_side-{Path(source).stem}.mp4"
+
+
+def _remove_outputs(out_dir: Path, kind: str) -> None:
+    """Delete what an earlier demo run wrote for ``kind`` ("image" or "video") in ``out_dir``."""
+    for folder in (out_dir / "tokens" / f"{kind}s", out_dir / "reconstructions" / f"{kind}s"):
+        shutil.rmtree(folder, ignore_errors=True)
+    views = [out_dir / "side_by_side.png"] if kind == "image" else list(out_dir.glob("side_by_side-*.mp4"))
+    for view in views:
+        view.unlink(missing_ok=True)
+
+
+def _jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []

