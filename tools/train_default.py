@@ -17,6 +17,8 @@
 5. ``--install`` ships both in tokenizer/assets/models/ (``Tokenizer.from_pretrained("default")``), with
    fp16 network weights (half the size; the codebook stays fp32) and a card.json, and writes the demo clip
    tokenizer/assets/samples/pan-chelsea.mp4 (a pan across the held-out chelsea photo, H.264 via PyAV).
+6. ``--confirm-steps N`` (optional, last) continues the three comparison runs to N steps each, to check at a
+   larger equal budget the ranking that chose the default: OUT/confirm.md.
 No LPIPS (its weights cannot be fetched offline) and no GAN: these are small CPU-budget models. Every stage
 resumes from its last checkpoint, so a killed recipe run picks up where it stopped when run again.
 """
@@ -181,6 +183,28 @@ def inflate(image_state: dict[str, torch.Tensor], video_state: dict[str, torch.T
     return out
 
 
+def comparison_table(results: dict[str, dict], best: str) -> str:
+    rows = ["| quantizer | codes | bits/token | held-out PSNR (dB) | held-out SSIM |", "|---|---:|---:|---:|---:|"]
+    for kind, r in results.items():
+        codes = round(2 ** r["bits_per_token"])
+        rows.append(f"| {kind}{' (default)' if kind == best else ''} | {codes} | {r['bits_per_token']:.2f} | "
+                    f"{r['psnr']:.2f} | {r['ssim']:.3f} |")  # fmt: skip
+    return "\n".join(rows) + "\n"
+
+
+def confirm_ranking(out: Path, train: Path, held_out: Path, steps: int, confirm_steps: int, best: str) -> None:
+    """Continue every comparison run from its ``steps`` checkpoint to ``confirm_steps`` (equal budgets again)
+    in OUT/confirm-<kind>, to check the ranking that chose the default; the table goes to OUT/confirm.md."""
+    results = {}
+    for kind in QUANTIZERS:
+        start = out / kind / "checkpoints" / f"step-{steps:08d}"
+        final = train_to(train_config(out / f"confirm-{kind}", image_config(kind), train, confirm_steps), start)
+        results[kind] = held_out_quality(final, held_out)
+        print("confirm", kind, results[kind], flush=True)
+    (out / "confirm.md").write_text(comparison_table(results, best))
+    (out / "confirm.json").write_text(json.dumps(results, indent=2))
+
+
 def install(name: str, folder: Path, card: dict, measure: Callable[[Path], dict]) -> None:
     """Ship ``folder``'s EMA model as ``tokenizer/assets/models/<name>`` (fp16 network weights, fp32 codebook)
     with ``card.json``: the recipe's settings, the files it trained on and held out, and ``measure``'s
@@ -200,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--default-steps", type=int, default=4000, help="total steps of the winner's longer run")
     parser.add_argument("--video-steps", type=int, default=150)
     parser.add_argument("--install", action="store_true", help="copy the winners into tokenizer/assets/models")
+    parser.add_argument("--confirm-steps", type=int, help="afterwards, continue all three comparison runs this far")
     args = parser.parse_args(argv)
 
     train, held_out, videos, held_out_clips = prepare_data(args.out)
@@ -209,14 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         results[kind] = {**held_out_quality(final, held_out), "model": str(final)}
         print(kind, results[kind], flush=True)
     best = max(results, key=lambda k: results[k]["psnr"])
-    rows = ["| quantizer | codes | bits/token | held-out PSNR (dB) | held-out SSIM |", "|---|---:|---:|---:|---:|"]
-    for kind, r in results.items():
-        codes = round(2 ** r["bits_per_token"])
-        rows.append(f"| {kind}{' (default)' if kind == best else ''} | {codes} | {r['bits_per_token']:.2f} | "
-                    f"{r['psnr']:.2f} | {r['ssim']:.3f} |")  # fmt: skip
-    (args.out / "comparison.md").write_text("\n".join(rows) + "\n")
+    table = comparison_table(results, best)
+    (args.out / "comparison.md").write_text(table)
     (args.out / "comparison.json").write_text(json.dumps(results, indent=2))
-    print("\n".join(rows))
+    print(table)
 
     winner = Path(results[best]["model"]).parent
     default = train_to(train_config(args.out / "default", image_config(best), train, args.default_steps), winner)
@@ -259,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
                 lambda target: {"photos": held_out_quality(target, held_out),
                                 "clips": held_out_video_quality(target, held_out_clips)})  # fmt: skip
         print(f"installed into {ASSETS} and {SAMPLES / SAMPLE_CLIP}")
+    if args.confirm_steps:
+        confirm_ranking(args.out, train, held_out, args.steps, args.confirm_steps, best)
     return 0
 
 
