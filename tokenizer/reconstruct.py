@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -81,16 +82,22 @@ def shipped_model_for(token_dir: str | Path) -> tuple[str, Tokenizer]:
     raise ValueError(f"{token_dir} was not made by a shipped tokenizer ({', '.join(SHIPPED_MODELS)}); pass --model")
 
 
-@torch.no_grad()
 def decode_video_tokens(model: VideoTokenizer, tokens: torch.Tensor, window: int = 8) -> torch.Tensor:
-    """A video's token grid ``[T', h, w]`` back to fp32 CPU pixels ``[3, T, H, W]`` in ``[-1, 1]``, decoded
-    ``window`` token frames at a time (the causal decoder chains them, so memory follows the window)."""
+    """A video's token grid ``[T', h, w]`` back to fp32 CPU pixels ``[3, T, H, W]`` in ``[-1, 1]``."""
+    return torch.cat(list(iter_video_pixels(model, tokens, window)), dim=1)
+
+
+@torch.no_grad()
+def iter_video_pixels(model: VideoTokenizer, tokens: torch.Tensor, window: int = 8) -> Iterator[torch.Tensor]:
+    """The pixels of a video's token grid ``[T', h, w]``, ``window`` token frames at a time: fp32 CPU pieces
+    ``[3, t, H, W]`` in ``[-1, 1]`` (the causal decoder chains them, so memory follows the window)."""
     device = next(model.parameters()).device
     tokens = tokens[None].to(device)
-    chunks = [tokens[:, i : i + window] for i in range(0, tokens.shape[1], window)]
-    return torch.cat([p.float().cpu() for p in model.decode_windows(chunks)], dim=2)[0].clamp(-1, 1)
+    chunks = (tokens[:, i : i + window] for i in range(0, tokens.shape[1], window))
+    for pixels in model.decode_windows(chunks):
+        yield pixels[0].float().cpu().clamp(-1, 1)
 
 
 def _decode_video(model: VideoTokenizer, item: dict, target: Path) -> Path:
-    frames = decode_video_tokens(model, item["tokens"])
-    return write_video(target, frames, fps=float(item.get("fps") or 25.0))
+    """Decode and write a video window by window: memory holds one window, whatever the video's length."""
+    return write_video(target, iter_video_pixels(model, item["tokens"]), fps=float(item.get("fps") or 25.0))

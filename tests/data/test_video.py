@@ -145,6 +145,20 @@ def test_write_video_is_atomic_and_cleans_up_after_a_failure(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4"]
 
 
+def test_write_video_streams_chunks_like_one_tensor(tmp_path):
+    source = torch.from_numpy(synthetic_frames(9, 32, 24, pattern="pan")).permute(3, 0, 1, 2).float().div(127.5).sub(1)
+    whole = write_video(tmp_path / "whole.mp4", source, fps=6)
+    pieces = (source[:, i : i + 4] for i in range(0, 9, 4))  # 4 + 4 + 1 frames, consumed lazily
+    streamed = write_video(tmp_path / "streamed.mp4", pieces, fps=6)
+    assert torch.equal(read_clip(streamed, ClipSpec(frames=9)), read_clip(whole, ClipSpec(frames=9)))
+
+    with pytest.raises(ValueError, match="chunk 1 has 16x24 frames; the video's are 32x24"):
+        write_video(tmp_path / "bad.mp4", [source[:, :2], source[:, 2:, :, :16]], fps=6)
+    with pytest.raises(ValueError, match="no frames were given"):
+        write_video(tmp_path / "none.mp4", iter([]), fps=6)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["streamed.mp4", "whole.mp4"]
+
+
 @pytest.mark.parametrize(
     ("frames", "message"),
     [

@@ -6,8 +6,9 @@ gif: a palette fitted to each frame). Files appear atomically (temporary file in
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -72,7 +73,7 @@ def _palette_frame(rgb: np.ndarray) -> av.VideoFrame:
 
 def write_video(
     path: str | Path,
-    frames: torch.Tensor | np.ndarray,
+    frames: torch.Tensor | np.ndarray | Iterable[torch.Tensor | np.ndarray],
     fps: float,
     *,
     codec: str | None = None,
@@ -81,6 +82,9 @@ def write_video(
     options: dict[str, str] | None = None,
 ) -> Path:
     """Encode ``frames`` (fp32 ``[3, T, H, W]`` in ``[-1, 1]``, or uint8 ``[T, H, W, 3]``) to ``path``; returns it.
+
+    ``frames`` may also be an iterable of such chunks of one frame size (e.g. a long video decoded window by
+    window): each is encoded as it comes, so memory holds one chunk, not the video.
 
     The container comes from the extension: .mp4/.m4v/.mov/.mkv (H.264, ``libx264``), .webm (VP9,
     ``libvpx-vp9``; ``codec="libvpx"`` for VP8) or .gif (a palette fitted per frame, no dithering). ``crf`` is the
@@ -103,7 +107,11 @@ def write_video(
         )
     if not (math.isfinite(fps) and fps > 0):
         raise ValueError(f"fps must be a positive frame rate, got {fps!r}")
-    frames, (count, height, width) = _video_tensor(frames)
+    chunks = iter([frames]) if isinstance(frames, (torch.Tensor, np.ndarray)) else iter(frames)
+    first = next(chunks, None)
+    if first is None:
+        raise ValueError("cannot write an empty video: no frames were given")
+    first, (count, height, width) = _video_tensor(first)
     if count < 1 or height < 1 or width < 1:
         raise ValueError(f"cannot write an empty video: {count} frames of {width}x{height}")
     container_format, default_codec = _WRITE_FORMATS[suffix]
@@ -123,11 +131,15 @@ def write_video(
                 private["b:v"] = "0"  # constant quality, no bitrate target
         private.update(options or {})
         stream.options = private
-        for rgb in _frames_uint8(frames):
-            if pad_w or pad_h:
-                rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-            frame = _palette_frame(rgb) if palette else av.VideoFrame.from_ndarray(rgb, format="rgb24")
-            container.mux(stream.encode(frame))
+        for number, chunk in enumerate(itertools.chain([first], chunks)):
+            chunk, (_, chunk_h, chunk_w) = _video_tensor(chunk)
+            if (chunk_h, chunk_w) != (height, width):
+                raise ValueError(f"chunk {number} has {chunk_w}x{chunk_h} frames; the video's are {width}x{height}")
+            for rgb in _frames_uint8(chunk):
+                if pad_w or pad_h:
+                    rgb = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+                frame = _palette_frame(rgb) if palette else av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
     return path
 
