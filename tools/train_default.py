@@ -40,7 +40,6 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tokenizer import metrics
-from tokenizer.checkpoints import latest_checkpoint
 from tokenizer.data.video import ClipSpec, iter_frames, probe_video
 from tokenizer.data.video_synth import bundled_real_clips, make_test_clip
 from tokenizer.data.video_write import write_video
@@ -137,13 +136,10 @@ def train_config(
     )
 
 
-def train_to(config: TrainConfig, start_from: Path | None = None) -> Path:
-    """Train ``config`` (resuming its own last checkpoint, else ``start_from``'s); returns the final EMA folder."""
-    out = Path(config.out_dir)
-    if start_from is not None and latest_checkpoint(out) is None:
-        shutil.copytree(start_from, out / "checkpoints" / start_from.name)
+def train_to(config: TrainConfig) -> Path:
+    """Train ``config`` (resuming its own last checkpoint); returns the final EMA folder."""
     Trainer(config, resume=True).train()
-    return out / "checkpoints" / f"step-{config.steps:08d}" / "ema"
+    return Path(config.out_dir) / "checkpoints" / f"step-{config.steps:08d}" / "ema"
 
 
 def train_from(config: TrainConfig, checkpoint: Path) -> Path:
