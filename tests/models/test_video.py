@@ -71,10 +71,11 @@ def test_an_image_is_a_one_frame_video():
     with torch.no_grad():
         image_latents = model.encode_to_latents(images)
         video_latents = model.encode_to_latents(images[:, :, None])
-        torch.testing.assert_close(image_latents, video_latents[:, :, 0], rtol=1e-5, atol=1e-5)
+        # 2-D and 3-D convolutions sum in different orders: equal up to fp32 rounding of ~40-term sums
+        torch.testing.assert_close(image_latents, video_latents[:, :, 0], rtol=1e-4, atol=1e-4)
         assert torch.equal(model.encode(images), model.encode(images[:, :, None])[:, 0])
         torch.testing.assert_close(model.decode(model.encode(images)), model.decode(model.encode(images[:, :, None]))[:, :, 0],
-                                   rtol=1e-5, atol=1e-5)  # fmt: skip
+                                   rtol=1e-4, atol=1e-4)  # fmt: skip
 
 
 @pytest.mark.parametrize("windows", [[5, 8, 4], [1, 4, 4, 8], [17]])

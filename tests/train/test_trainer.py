@@ -174,7 +174,9 @@ def test_two_processes_agree_and_match_one_process(tmp_path, photos):
     single_step2 = single.model.state_dict()
     differences = torch.cat([(ddp_step2[k].float() - v.float()).abs().flatten() for k, v in single_step2.items()])
     assert differences.max() <= 2 * 2e-3
-    assert differences.median() < 1e-6, differences.median()
+    # "typical": a hundredth of the learning rate (warm-up makes the steps so far at most lr = 2e-3); summation
+    # order (which varies with memory alignment and earlier tests) moves the median by a few 1e-6
+    assert differences.median() < 2e-5, differences.median()
     torch.testing.assert_close(ddp_step2["quantize.codebook"], single_step2["quantize.codebook"], rtol=0, atol=1e-5)
     torch.testing.assert_close(ddp_step2["quantize.cluster_size"], single_step2["quantize.cluster_size"])
 
@@ -222,4 +224,6 @@ def test_gradient_accumulation_equals_a_larger_batch(tmp_path, photos):
     pairs = zip(big.model.state_dict().values(), accumulated.model.state_dict().values())
     differences = torch.cat([(a.float() - b.float()).abs().flatten() for a, b in pairs])
     assert differences.max() <= 2 * 3 * 2e-3
-    assert differences.median() < 1e-6, differences.median()
+    # "typical": a hundredth of the learning rate (warm-up makes the steps so far at most lr = 2e-3); summation
+    # order (which varies with memory alignment and earlier tests) moves the median by a few 1e-6
+    assert differences.median() < 2e-5, differences.median()
