@@ -1,9 +1,12 @@
-"""The ``tokenizer`` command (also ``python -m tokenizer``). Parsing only; work lives in the library."""
+"""tokenizer: turn images and videos into discrete tokens, back into pixels, and train tokenizers.
+
+Run `tokenizer COMMAND --help` for a command's options; README.md has worked examples."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import pickle
 import platform
 import sys
 
@@ -38,7 +41,7 @@ def _train(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     overrides = {"out_dir": args.out_dir} if args.out_dir else None
     config = load_train_config(args.config, overrides)
-    Trainer(config, resume=args.resume, device=args.device).train(until=args.until)
+    Trainer(config, resume=args.resume, overwrite=args.overwrite, device=args.device).train(until=args.until)
     return 0
 
 
@@ -61,7 +64,7 @@ def _encode(args: argparse.Namespace) -> int:
         print(f"using the shipped tokenizer {name!r}" + (" (the inputs hold videos, so it tokenizes the images "
               "too)" if videos else "") + "; pass --model to choose another", file=sys.stderr)  # fmt: skip
     else:
-        model = load_tokenizer(args.model)
+        model = load_tokenizer(args.model, format=args.format)
     options = EncodeOptions(
         preprocess=ImagePreprocess(args.resize, args.size, args.crop, model.downsample_factor),
         video=VideoSampling(args.clip_frames, args.frame_stride, args.fps, args.start, args.window),
@@ -90,7 +93,7 @@ def _decode(args: argparse.Namespace) -> int:
         name, model = shipped_model_for(args.tokens)
         print(f"using the shipped tokenizer {name!r}, which made these tokens", file=sys.stderr)
     else:
-        model = load_tokenizer(args.model)
+        model = load_tokenizer(args.model, format=args.format)
     written = decode_folder(args.tokens, model, args.out, batch_size=args.batch_size, device=args.device)
     print(f"wrote {len(written)} reconstructions (PNG images, mp4 videos) to {args.out}")
     return 0
@@ -106,6 +109,40 @@ def _demo(args: argparse.Namespace) -> int:
     return 1 if report.skipped else 0
 
 
+def _inspect(args: argparse.Namespace) -> int:
+    """Say which family a checkpoint belongs to and the architecture inferred from it."""
+    import json
+
+    from .models import OWN_FORMAT, SHIPPED_MODELS, is_saved_tokenizer
+    from .models.formats import inspect_checkpoint
+
+    own = args.path in SHIPPED_MODELS or is_saved_tokenizer(args.path)
+    if args.format == OWN_FORMAT or (args.format is None and own):
+        print(f"{args.path}: a tessera-tokenizer model folder; `tokenizer info {args.path}` describes it")
+        return 0
+    found = inspect_checkpoint(args.path, format=args.format).to_dict()
+    if args.json:
+        print(json.dumps(found, indent=2))
+        return 0
+    print(f"{found['source']}: {found['family']} ({found['description']})")
+    print(f"  state dicts: {', '.join(repr(k) for k in found['state_dicts'])}; {found['tensors']} tensors")
+    print(f"  vocabulary {found['codebook_size']}, downsampling x{found['downsample_factor']}")
+    print("  config: " + json.dumps(found["config"], sort_keys=True))
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    """Write a checkpoint of another project as our own model folder (config.json + model.safetensors)."""
+    from .models import load_tokenizer
+
+    model = load_tokenizer(args.path, format=args.format)
+    dtypes = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+    model.save_pretrained(args.out, weights_dtype=dtypes[args.dtype])
+    print(f"wrote {args.out}: {type(model).__name__}, vocabulary {model.codebook_size}, "
+          f"downsampling x{model.downsample_factor}")  # fmt: skip
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     from .info import describe
 
@@ -113,8 +150,16 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+FORMAT_HELP = (
+    "how to read --model/PATH: 'tessera' (our model folders), or a checkpoint family: taming, llamagen, "
+    "diffusers, cosmos, magvit2 (default: detected from the file)"
+)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="tokenizer", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="tokenizer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("backends", help="show which kernel path (triton or torch) each device uses").set_defaults(
@@ -123,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     train = sub.add_parser("train", help="train a VQ-GAN tokenizer (torchrun-aware)")
     train.add_argument("--config", required=True, help="YAML or JSON training config")
     train.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in out_dir")
+    train.add_argument(
+        "--overwrite", action="store_true", help="delete an earlier run in out_dir (checkpoints, log) and start anew"
+    )
     train.add_argument("--out-dir", help="override the config's out_dir")
     train.add_argument(
         "--until", type=int, help="stop (with a checkpoint) after this step; the schedule still spans `steps`"
@@ -134,8 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     encode.add_argument(
         "--model",
         help="a model folder (save_pretrained / a training checkpoint) or a shipped name; default: 'default' "
-        "for images, 'default-video' when the inputs hold a video",
+        "for images, 'default-video' when the inputs hold a video; also a checkpoint of another project "
+        "(taming/LDM .ckpt, LlamaGen .pt, diffusers VQModel folder, Cosmos DI folder, Open-MAGVIT2 .ckpt)",
     )
+    encode.add_argument("--format", help=FORMAT_HELP)
     encode.add_argument("--out", required=True, help="output folder for shards, manifest.jsonl and errors.jsonl")
     encode.add_argument("--resize", type=int, help="resize the shorter side to this many pixels first")
     encode.add_argument("--size", type=int, help="square crop side (a multiple of the model's downsampling)")
@@ -156,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     decode = sub.add_parser("decode", help="decode a token folder back into images (PNG) and videos (mp4)")
     decode.add_argument("tokens", help="a token folder written by `tokenizer encode`")
     decode.add_argument("--model", help="the model that made the tokens (default: the shipped one that did)")
+    decode.add_argument("--format", help=FORMAT_HELP)
     decode.add_argument("--out", required=True, help="folder for the decoded PNGs")
     decode.add_argument("--batch-size", type=int, default=16)
     decode.add_argument("--device")
@@ -169,6 +220,20 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--device", help="torch device (default: the GPU if there is one, else the CPU)")
     demo.set_defaults(func=_demo)
 
+    inspect = sub.add_parser("inspect", help="detect a pretrained checkpoint's family and show the inferred config")
+    inspect.add_argument("path", help="a checkpoint file or folder (see README, 'Pretrained tokenizers')")
+    inspect.add_argument("--format", help=FORMAT_HELP)
+    inspect.add_argument("--json", action="store_true", help="print the findings as JSON")
+    inspect.set_defaults(func=_inspect)
+
+    convert = sub.add_parser("convert", help="write a pretrained checkpoint as our model folder (safetensors)")
+    convert.add_argument("path", help="a checkpoint file or folder of another project")
+    convert.add_argument("--out", required=True, help="the model folder to write (config.json + model.safetensors)")
+    convert.add_argument("--format", help=FORMAT_HELP)
+    convert.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default="fp32",
+                         help="store the network's weights in this dtype (the codebook stays fp32)")  # fmt: skip
+    convert.set_defaults(func=_convert)
+
     info = sub.add_parser("info", help="summarise a model folder or a token folder")
     info.add_argument("path")
     info.set_defaults(func=_info)
@@ -176,6 +241,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, pickle.UnpicklingError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

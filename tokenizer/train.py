@@ -18,6 +18,8 @@ import copy
 import json
 import logging
 import math
+import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -64,8 +66,19 @@ class Trainer:
     the same weights. Rank 0 writes logs, evaluation images and checkpoints.
     """
 
-    def __init__(self, config: TrainConfig, *, resume: bool = False, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self,
+        config: TrainConfig,
+        *,
+        resume: bool = False,
+        overwrite: bool = False,
+        device: str | torch.device | None = None,
+    ) -> None:
+        """``resume``: continue from the newest checkpoint in ``out_dir``. Without it, an ``out_dir`` that already
+        holds a run (checkpoints or log.jsonl) is refused, unless ``overwrite`` deletes that run's files first."""
         self.config = config
+        if not resume:
+            _claim_out_dir(Path(config.out_dir), overwrite)
         self.train_images, self.train_videos = find_media(config.data.train)
         self.is_video = issubclass(model_class(config.model), VideoTokenizer)
         if self.train_videos and not self.is_video:
@@ -383,3 +396,23 @@ def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
         e.lerp_(p, 1.0 - decay)
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)
+
+
+RUN_FILES = ("checkpoints", "log.jsonl", "samples")  # what a training run writes into out_dir
+
+
+def _claim_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse to start a new run over an earlier one (its checkpoints would be overwritten and pruned, its log
+    appended to), or with ``overwrite`` delete the earlier run's files (only those, nothing else in out_dir)."""
+    existing = [out_dir / name for name in RUN_FILES if (out_dir / name).exists()]
+    if not existing:
+        return
+    if not overwrite:
+        raise ValueError(
+            f"{out_dir} already holds a training run ({', '.join(p.name for p in existing)}): pass --resume to "
+            "continue it, --overwrite to delete it and start again, or choose another out_dir"
+        )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    for path in existing:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -82,7 +82,7 @@ def test_from_dict_fills_defaults_and_accepts_lists():
         ({"chanels": 3}, "chanels"),
         ({"quantizer": {"kind": "vq", "codebook_size": 4, "dim": 4, "beta": 0.2}}, "beta"),
         ({"quantizer": {"kind": "residual", "quantizer": {"kind": "fsq", "levels": [5], "depth": 2}}}, "depth"),
-        ({"quantizer": {"kind": "gumbel", "dim": 4}}, "kind"),
+        ({"quantizer": {"kind": "kmeans", "dim": 4}}, "kind"),
         ({"quantizer": {"codebook_size": 4, "dim": 4}}, "kind"),
     ],
 )

@@ -136,6 +136,24 @@ def test_cli_trains_and_resumes(tmp_path, photos):
     assert [s for s, _ in list_checkpoints(out)] == [2, 4]
 
 
+def test_a_new_run_over_an_old_one_is_refused_unless_overwritten(tmp_path, photos, capsys):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(tiny_config(tmp_path / "unused", photos, steps=1).to_dict()))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    args = ["train", "--config", str(path), "--out-dir", str(out)]
+    assert cli.main(args) == 0
+    log_lines = (out / "log.jsonl").read_text().splitlines()
+    assert cli.main(args) == 2  # no --resume: the earlier run is kept as it was
+    assert "--resume" in capsys.readouterr().err
+    assert (out / "log.jsonl").read_text().splitlines() == log_lines
+    assert [s for s, _ in list_checkpoints(out)] == [1]
+    assert cli.main([*args, "--overwrite"]) == 0  # starts again: one run's log, not two
+    assert len((out / "log.jsonl").read_text().splitlines()) == len(log_lines)
+    assert (out / "notes.txt").read_text() == "mine"  # what the trainer did not write is left alone
+
+
 # -- two processes on gloo ---------------------------------------------------------------------------
 
 

@@ -4,7 +4,10 @@ Parameter names and numerics follow taming-transformers' ``taming/modules/diffus
 (``Encoder``/``Decoder`` with ``double_z=False``, no timestep embedding), so its checkpoints load
 tensor for tensor: ``conv_in``, ``down.{i}.block.{j}``, ``down.{i}.attn.{j}``, ``down.{i}.downsample``,
 ``mid.block_1``, ``mid.attn_1``, ``mid.block_2``, ``up.{i}.block.{j}``, ``up.{i}.attn.{j}``,
-``up.{i}.upsample``, ``norm_out``, ``conv_out``.
+``up.{i}.upsample``, ``norm_out``, ``conv_out``. Cosmos-Tokenizer's image networks use the same names and
+two options of the config: ``patch_size`` folds pixel patches into channels before ``conv_in`` and unfolds
+them after ``conv_out`` (``patching``), and ``num_resamples`` lets fewer levels change resolution (the
+encoder's first levels halve it, the decoder's last levels, which run first, double it).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import TokenizerConfig
+from .patching import Patcher
 
 
 def normalize(channels: int) -> nn.GroupNorm:
@@ -128,12 +132,13 @@ class Level(nn.Module):
 
 
 class Middle(nn.Module):
-    """``block_1 -> attn_1 -> block_2`` at the lowest resolution."""
+    """``block_1 -> attn_1 -> block_2`` at the lowest resolution; without ``attention`` ``attn_1`` is the
+    identity and holds no tensors (latent-diffusion's ``attn_type="none"``)."""
 
-    def __init__(self, channels: int, dropout: float, ops: Ops) -> None:
+    def __init__(self, channels: int, dropout: float, ops: Ops, attention: bool = True) -> None:
         super().__init__()
         self.block_1 = ResnetBlock(channels, channels, dropout, ops)
-        self.attn_1 = ops.attention(channels)
+        self.attn_1 = ops.attention(channels) if attention else nn.Identity()
         self.block_2 = ResnetBlock(channels, channels, dropout, ops)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -157,22 +162,23 @@ class Encoder(nn.Module):
         super().__init__()
         ops = ops or IMAGE_OPS
         ch, mult, attention = config.ch, config.ch_mult, config.attention_levels
-        self.conv_in = ops.conv(config.in_channels, ch)
+        self.patcher = Patcher(config.patch_size, config.patch_method)
+        self.conv_in = ops.conv(config.in_channels * config.patch_size**2, ch)
         self.down = nn.ModuleList()
         width = ch
         for i, m in enumerate(mult):
             widths = [(width if j == 0 else ch * m, ch * m) for j in range(config.num_res_blocks)]
             level = Level(widths, i in attention, config.dropout, ops)
             width = ch * m
-            if i != len(mult) - 1:
+            if i < config.resamples:
                 level.downsample = ops.downsample(width, i)
             self.down.append(level)
-        self.mid = Middle(width, config.dropout, ops)
+        self.mid = Middle(width, config.dropout, ops, config.mid_attention)
         self.norm_out = ops.norm(width)
         self.conv_out = ops.conv(width, config.z_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.conv_in(x)
+        h = self.conv_in(self.patcher(x))
         for level in self.down:
             h = level(h)
             if hasattr(level, "downsample"):
@@ -193,18 +199,19 @@ class Decoder(nn.Module):
         ch, mult, attention = config.ch, config.ch_mult, config.attention_levels
         width = ch * mult[-1]
         self.conv_in = ops.conv(config.z_channels, width)
-        self.mid = Middle(width, config.dropout, ops)
+        self.mid = Middle(width, config.dropout, ops, config.mid_attention)
         levels: list[Level] = []
         for i in reversed(range(len(mult))):
             widths = [(width if j == 0 else ch * mult[i], ch * mult[i]) for j in range(config.num_res_blocks + 1)]
             level = Level(widths, i in attention, config.dropout, ops)
             width = ch * mult[i]
-            if i != 0:
+            if i >= len(mult) - config.resamples:
                 level.upsample = ops.upsample(width, i)
             levels.insert(0, level)
         self.up = nn.ModuleList(levels)
         self.norm_out = ops.norm(width)
-        self.conv_out = ops.conv(width, config.out_channels)
+        self.conv_out = ops.conv(width, config.out_channels * config.patch_size**2)
+        self.unpatcher = Patcher(config.patch_size, config.patch_method, inverse=True)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.conv_in(z))
@@ -213,4 +220,4 @@ class Decoder(nn.Module):
             h = level(h)
             if hasattr(level, "upsample"):
                 h = level.upsample(h)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return self.unpatcher(self.conv_out(F.silu(self.norm_out(h))))

@@ -9,10 +9,17 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..quantizers import FSQConfig, LFQConfig, QuantizerConfig, ResidualConfig, VQConfig
+from ..quantizers import FSQConfig, GumbelConfig, LFQConfig, QuantizerConfig, ResidualConfig, VQConfig
+from .patching import PATCH_METHODS
 
 # The "kind" tag each quantizer config carries in config.json.
-QUANTIZER_KINDS: dict[str, type] = {"vq": VQConfig, "fsq": FSQConfig, "lfq": LFQConfig, "residual": ResidualConfig}
+QUANTIZER_KINDS: dict[str, type] = {
+    "vq": VQConfig,
+    "fsq": FSQConfig,
+    "lfq": LFQConfig,
+    "residual": ResidualConfig,
+    "gumbel": GumbelConfig,
+}
 MAX_LEVELS = 6  # len(ch_mult) at most 6: downsampling factors 1, 2, 4, ..., 32
 
 
@@ -26,7 +33,9 @@ class TokenizerConfig:
     """Architecture of ``Tokenizer``: encoder -> quant_conv -> quantizer -> post_quant_conv -> decoder.
 
     Level ``i`` of the encoder/decoder works at ``ch * ch_mult[i]`` channels; every level but the last
-    halves the resolution, so the latent grid is ``H / downsample_factor x W / downsample_factor``.
+    halves the resolution (the first ``num_resamples`` when set; the decoder doubles at its last ones), and
+    ``patch_size > 1`` folds ``p x p`` pixel patches into channels first (``tokenizer.models.patching``), so
+    the latent grid is ``H / downsample_factor x W / downsample_factor``.
     Channel counts feed ``GroupNorm(32)``, so ``ch * ch_mult[i]`` must be a multiple of 32.
     """
 
@@ -40,6 +49,10 @@ class TokenizerConfig:
     z_channels: int = 256  # channels between the encoder/decoder bodies and the 1x1 quant convs
     dropout: float = 0.0  # dropout probability inside every ResnetBlock
     quantizer: QuantizerConfig = field(default_factory=_default_quantizer)  # its input width is embed_dim
+    mid_attention: bool = True  # self-attention between the two middle ResnetBlocks (LDM's vq-f4-noattn: False)
+    patch_size: int = 1  # pixels per side folded into channels before conv_in, unfolded after conv_out (Cosmos: 4)
+    patch_method: str = "haar"  # how patches fold: "haar" wavelet sub-bands or "rearrange" (pixel unshuffle)
+    num_resamples: int | None = None  # encoder levels 0..n-1 halve, decoder's last n double; None: len(ch_mult)-1
 
     def __post_init__(self) -> None:
         for name in ("ch_mult", "attn_resolutions"):
@@ -76,16 +89,32 @@ class TokenizerConfig:
             raise TypeError(f"dropout must be a float, got {type(self.dropout).__name__}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")
+        if not isinstance(self.mid_attention, bool):
+            raise TypeError(f"mid_attention must be a bool, got {type(self.mid_attention).__name__}")
+        if not _is_int(self.patch_size) or self.patch_size < 1 or self.patch_size & (self.patch_size - 1):
+            raise ValueError(f"patch_size must be a power of two >= 1, got {self.patch_size!r}")
+        if self.patch_method not in PATCH_METHODS:
+            raise ValueError(f"patch_method must be one of {PATCH_METHODS}, got {self.patch_method!r}")
+        if self.num_resamples is not None and (
+            not _is_int(self.num_resamples) or not 0 <= self.num_resamples <= len(self.ch_mult)
+        ):
+            raise ValueError(f"num_resamples must be None or an int in [0, len(ch_mult)], got {self.num_resamples!r}")
         if type(self.quantizer) not in QUANTIZER_KINDS.values():
             raise TypeError(
-                f"quantizer must be a VQConfig, FSQConfig, LFQConfig or ResidualConfig, "
+                f"quantizer must be one of {', '.join(t.__name__ for t in QUANTIZER_KINDS.values())}, "
                 f"got {type(self.quantizer).__name__}"
             )
 
     @property
     def downsample_factor(self) -> int:
-        """How many pixels one latent position covers along each side: ``2 ** (len(ch_mult) - 1)``."""
-        return 2 ** (len(self.ch_mult) - 1)
+        """How many pixels one latent position covers along each side: ``patch_size * 2 ** resamples``
+        (``2 ** (len(ch_mult) - 1)`` by default)."""
+        return self.patch_size * 2**self.resamples
+
+    @property
+    def resamples(self) -> int:
+        """How many levels halve the resolution in the encoder (and double it in the decoder)."""
+        return len(self.ch_mult) - 1 if self.num_resamples is None else self.num_resamples
 
     @property
     def embed_dim(self) -> int:

@@ -14,8 +14,7 @@ from torch import nn
 
 from .._atomic import atomic_target
 from ..assets import MODELS_DIR
-from ..quantizers import QuantizerOutput, ResidualConfig, VQConfig, build_quantizer
-from . import taming
+from ..quantizers import QuantizerOutput, ResidualConfig, build_quantizer
 from ._state import check_state_dict
 from .blocks import IMAGE_OPS, Decoder, Encoder, Ops
 from .config import TokenizerConfig
@@ -222,27 +221,25 @@ class Tokenizer(nn.Module):
         checkpoint_path: str | os.PathLike[str],
         *,
         config: TokenizerConfig | None = None,
-        trust_checkpoint: bool = False,
     ) -> Tokenizer:
-        """Import a taming-transformers VQGAN (``VQModel``) checkpoint, in eval mode on the CPU.
+        """Import a taming-transformers VQGAN (``VQModel``, ``GumbelVQ``) or latent-diffusion VQ first-stage
+        checkpoint, in eval mode on the CPU.
 
         ``checkpoint_path``: a Lightning ``.ckpt`` (a dict whose ``"state_dict"`` holds the weights) or a
         bare state dict; ``loss.*`` tensors (LPIPS, discriminator) are ignored. ``config``: None infers the
-        architecture from the tensor shapes (see ``taming.infer_config``); a given config must hold a
-        ``VQConfig`` and match the tensors exactly. The model then reproduces taming's reconstruction,
-        ``decoder(post_quant_conv(e[argmin_k ||quant_conv(encoder(x)) - e_k||^2]))``.
+        architecture from the tensor shapes (see ``formats.taming.infer_config``); a given config must hold a
+        ``VQConfig`` (``GumbelConfig`` for ``GumbelVQ``) and match the tensors exactly. The model then reproduces
+        the peer's reconstruction, ``decoder(post_quant_conv(e[k]))`` with ``k = argmin_k ||h - e_k||^2``
+        (Gumbel: ``k = argmax_k proj(h)_k``) for ``h = quant_conv(encoder(x))``.
 
-        The file is read with ``torch.load(weights_only=True)``. A checkpoint that also pickles other
-        Python objects is refused (``pickle.UnpicklingError``) unless ``trust_checkpoint=True``, which
-        unpickles everything and so may run code from the file: only for sources you trust.
+        The file is read by ``formats.read_checkpoint``: ``torch.load(weights_only=True)``, else a restricted
+        unpickler for checkpoints that also pickle other Python objects (Lightning hyper-parameters, callbacks):
+        those become inert stand-ins, so nothing from the file is imported or run and no trust is needed.
         """
-        state = taming.load_state_dict(checkpoint_path, trust_checkpoint=trust_checkpoint)
-        config = taming.infer_config(state) if config is None else config
-        if not isinstance(config, TokenizerConfig) or not isinstance(config.quantizer, VQConfig):
-            raise TypeError("a taming checkpoint holds a VQ codebook: config must be a TokenizerConfig with a VQConfig")
-        model = cls(config)
-        model._load_checked(taming.to_tokenizer_state(state, model.state_dict()), str(checkpoint_path))
-        return model.eval()
+        from .formats import read_checkpoint, taming
+
+        checkpoint = read_checkpoint(checkpoint_path)
+        return taming.load(checkpoint, taming.infer_config(checkpoint) if config is None else config)
 
     def _load_checked(self, state: Mapping[str, torch.Tensor], source: str) -> None:
         check_state_dict(self.state_dict(), state, source)

@@ -97,7 +97,8 @@ class VectorQuantizer(Quantizer):
             if self.training and not bool(self.initialized):
                 self._kmeans_init(z.detach())
             index = kernels.nearest_code(z.detach(), self.codebook.detach(), metric=self.config.metric)
-            codes = F.embedding(index.clamp_min(0), self.codebook)  # -1 (non-finite rows) -> code 0
+            # -1 (non-finite rows) -> code 0; cosine codes are unit rows also while a grad-trained codebook drifts
+            codes = self._normalize(F.embedding(index.clamp_min(0), self.codebook))
             loss = self.config.commitment_weight * F.mse_loss(z, codes.detach())
             if self.config.update == "grad":
                 loss = loss + self.config.codebook_weight * F.mse_loss(codes, z.detach())
@@ -111,7 +112,7 @@ class VectorQuantizer(Quantizer):
 
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         with fp32(indices.device):
-            rows = self.out_proj(F.embedding(indices.reshape(-1), self.codebook))
+            rows = self.out_proj(self._normalize(F.embedding(indices.reshape(-1), self.codebook)))
             return rows.reshape(*indices.shape, self.dim).movedim(-1, 1)
 
     def _normalize(self, t: torch.Tensor) -> torch.Tensor:

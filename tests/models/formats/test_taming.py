@@ -10,12 +10,14 @@ from __future__ import annotations
 import dataclasses
 import math
 import pickle
+from typing import ClassVar
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from tokenizer import Tokenizer, TokenizerConfig
+from tokenizer.models.formats import inspect_checkpoint, load_checkpoint
 from tokenizer.quantizers import LFQConfig, VQConfig
 
 # The checkpoint's architecture: three levels (f4), channel changes (nin_shortcut), attention at levels 0 and 2.
@@ -24,10 +26,17 @@ Z_CHANNELS, EMBED_DIM, N_EMBED = 8, 4, 16
 
 
 class Opaque:
-    """A non-tensor object a Lightning checkpoint might pickle (hyper-parameters, callback state)."""
+    """A non-tensor object a Lightning checkpoint might pickle (hyper-parameters, callback state); it notes
+    every time unpickling restores one, so a test can tell whether its code ran."""
+
+    restored: ClassVar[list[dict]] = []
 
     def __init__(self, value: int) -> None:
         self.value = value
+
+    def __setstate__(self, state: dict) -> None:
+        Opaque.restored.append(state)
+        self.__dict__.update(state)
 
 
 # --- writing a taming checkpoint ----------------------------------------------------------------------------
@@ -211,9 +220,11 @@ def test_inferred_config(checkpoint):
             update="grad",
             kmeans_init=False,
             dead_code_threshold=0.0,
-            commitment_weight=0.25,
+            commitment_weight=1.0,  # taming's legacy beta: 0.25 weighs the codebook term
+            codebook_weight=0.25,
             metric="l2",
         ),
+        mid_attention=True,
     )
     assert model.config.attention_levels == ATTN_LEVELS and model.downsample_factor == 4
     assert not model.training
@@ -271,23 +282,66 @@ def test_mismatched_config_names_the_tensors(checkpoint):
 
 def test_unexpected_tensors_are_named(tmp_path):
     sd = _taming_state_dict()
-    sd["quantize.used"] = torch.arange(N_EMBED)  # VectorQuantizer2's remap table: not supported
+    sd["quantize.temperature"] = torch.ones(N_EMBED)  # no such tensor in any taming quantizer
     del sd["decoder.norm_out.bias"]
-    path = tmp_path / "remap.ckpt"
+    path = tmp_path / "odd.ckpt"
     torch.save(_lightning(sd), path)
     with pytest.raises(ValueError) as info:
         Tokenizer.from_taming(path)
-    assert "quantize.used (16,)" in str(info.value) and "decoder.norm_out.bias (32,)" in str(info.value)
+    assert "quantize.temperature (16,)" in str(info.value) and "decoder.norm_out.bias (32,)" in str(info.value)
 
 
-def test_pickled_objects_need_trust(tmp_path, checkpoint):
+def test_remap_table_and_ema_copy_are_dropped(tmp_path, checkpoint):
+    _, sd, x, (ref_indices, _, ref_reconstruction) = checkpoint
+    extra = dict(sd)
+    extra["quantize.used"] = torch.arange(N_EMBED - 4)  # VectorQuantizer2(remap=...): renumbers the indices
+    extra["model_ema.decay"] = torch.tensor(0.999)  # latent-diffusion's LitEma (use_ema=True)
+    extra["model_ema.encoderconv_inweight"] = sd["encoder.conv_in.weight"] + 1
+    path = tmp_path / "remap.ckpt"
+    torch.save(_lightning(extra), path)
+    with pytest.warns(UserWarning, match="quantize.used"):
+        model = load_checkpoint(path)
+    indices = model.encode(x)
+    torch.testing.assert_close(indices, ref_indices, rtol=0, atol=0)  # full-codebook numbering
+    with torch.no_grad():
+        torch.testing.assert_close(model.decode(indices), ref_reconstruction, rtol=1e-5, atol=1e-5)
+
+
+def test_legacy_loss_weights(checkpoint):
+    """Taming's VectorQuantizer2(legacy=True): ``mean((sg(e) - z)^2) + beta * mean((e - sg(z))^2)``.
+    Both terms have the same value, so the weights show in the gradients: ``dL/dz = 2 (z - e) / n`` and
+    ``dL/de = 2 beta (e - z) / n`` summed over the positions using ``e``."""
+    path, sd, x, _ = checkpoint
+    model = Tokenizer.from_taming(path).train()
+    with torch.no_grad():
+        z = model.encode_to_latents(x)
+    z.requires_grad_(True)
+    out = model.quantize(z)
+    out.loss.backward()
+    beta, e = 0.25, sd["quantize.embedding.weight"]
+    codes = e[out.indices].permute(0, 3, 1, 2)
+    n = z.numel()
+    torch.testing.assert_close(out.loss, (1 + beta) * (codes - z.detach()).square().mean())
+    torch.testing.assert_close(z.grad, 2 * (z.detach() - codes) / n)
+    rows = (codes - z.detach()).permute(0, 2, 3, 1).reshape(-1, EMBED_DIM)
+    expected = torch.zeros_like(e).index_add_(0, out.indices.reshape(-1), 2 * beta * rows / n)
+    torch.testing.assert_close(model.quantize.codebook.grad, expected)
+
+
+def test_inspect_names_the_variant(checkpoint):
+    description = inspect_checkpoint(checkpoint[0]).description
+    assert description == "taming-transformers / latent-diffusion VQModel (f4, 16 codes of dim 4)"
+
+
+def test_pickled_objects_load_without_running(tmp_path, checkpoint):
     _, sd, x, (ref_indices, _, _) = checkpoint
     unsafe = tmp_path / "unsafe.ckpt"
     torch.save(_lightning(sd, hyper_parameters=Opaque(7)), unsafe)
-    with pytest.raises(pickle.UnpicklingError, match="trust_checkpoint=True") as info:
-        Tokenizer.from_taming(unsafe)
-    assert str(unsafe) in str(info.value)
-    model = Tokenizer.from_taming(unsafe, trust_checkpoint=True)
+    pickle.loads(pickle.dumps(Opaque(1)))  # the control: unpickling an Opaque runs its __setstate__
+    assert Opaque.restored == [{"value": 1}]
+    Opaque.restored.clear()
+    model = Tokenizer.from_taming(unsafe)  # weights_only refuses the file; the restricted reader does not
+    assert Opaque.restored == []
     torch.testing.assert_close(model.encode(x), ref_indices, rtol=0, atol=0)
 
 
@@ -295,5 +349,8 @@ def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="absent.ckpt"):
         Tokenizer.from_taming(tmp_path / "absent.ckpt")
     torch.save({"state_dict": {"encoder.conv_in.weight": [1, 2]}}, tmp_path / "odd.ckpt")
-    with pytest.raises(ValueError, match="encoder.conv_in.weight"):
+    with pytest.raises(ValueError, match=r"odd\.ckpt' holds no state dict.*'encoder.conv_in.weight': list"):
         Tokenizer.from_taming(tmp_path / "odd.ckpt")
+    (tmp_path / "empty.ckpt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.ckpt' is empty"):
+        Tokenizer.from_taming(tmp_path / "empty.ckpt")
