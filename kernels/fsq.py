@@ -27,6 +27,7 @@ import torch
 
 from . import _dispatch
 from ._checks import check_float_tensor, check_levels
+from .reference import fsq_bound_constants
 
 
 @dataclass(frozen=True)
@@ -43,17 +44,15 @@ class FSQConstants:
 
 @functools.lru_cache(maxsize=64)
 def fsq_constants(levels: tuple[int, ...], device: torch.device) -> FSQConstants:
-    """The bound's constants for ``levels``, computed in float64 and stored as fp32."""
-    half = [(lv - 1) * (1 + 1e-3) / 2 for lv in levels]
-    offset = [0.5 if lv % 2 == 0 else 0.0 for lv in levels]
-    shift = [math.atanh(o / h) for o, h in zip(offset, half)]
+    """The bound's constants for ``levels``, computed in fp32 arithmetic (``reference.fsq_bound_constants``)."""
+    half, offset, shift = (t.to(device) for t in fsq_bound_constants(levels))
     basis = [math.prod(levels[:i]) for i in range(len(levels))]
     f32 = functools.partial(torch.tensor, dtype=torch.float32, device=device)
     i64 = functools.partial(torch.tensor, dtype=torch.int64, device=device)
     return FSQConstants(
-        half=f32(half),
-        offset=f32(offset),
-        shift=f32(shift),
+        half=half,
+        offset=offset,
+        shift=shift,
         scale=f32([1.0 / (lv // 2) for lv in levels]),
         half_width=i64([lv // 2 for lv in levels]),
         basis=i64(basis),

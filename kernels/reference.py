@@ -73,13 +73,22 @@ def _round_ste(x: torch.Tensor) -> torch.Tensor:
     return x + (x.round() - x).detach()
 
 
+def fsq_bound_constants(levels: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """fp32 ``half = (L - 1) * (1 + 1e-3) / 2``, ``offset = 0.5 if L even else 0``, ``shift = atanh(offset / half)``.
+
+    Evaluated in fp32 arithmetic, step by step, as the FSQ implementations checkpoints come from do (the FSQ
+    paper's code, vector-quantize-pytorch, Cosmos-Tokenizer): computing in float64 and rounding once differs in
+    the last bit for even L, which can move a value sitting on a rounding boundary to the other code.
+    """
+    lv = torch.tensor(list(levels), dtype=torch.int32)
+    half = (lv - 1) * (1 + 1e-3) / 2
+    offset = torch.where(lv % 2 == 0, 0.5, 0.0).to(torch.float32)
+    return half, offset, torch.atanh(offset / half)
+
+
 def fsq_bound(z: torch.Tensor, levels: Sequence[int]) -> torch.Tensor:
     """``tanh(z + shift) * half - offset`` per channel, in fp32: the values FSQ rounds."""
-    lv = torch.tensor(levels, dtype=torch.float64)
-    half = (lv - 1) * (1 + 1e-3) / 2
-    offset = torch.where(lv % 2 == 0, 0.5, 0.0)
-    shift = torch.atanh(offset / half)
-    half, offset, shift = (t.to(device=z.device, dtype=torch.float32) for t in (half, offset, shift))
+    half, offset, shift = (t.to(z.device) for t in fsq_bound_constants(levels))
     return torch.tanh(z.float() + shift) * half - offset
 
 

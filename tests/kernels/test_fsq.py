@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import kernels
-from kernels import reference
+from kernels import _dispatch, reference
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 LEVEL_SETS = [(8, 5, 5, 5), (8, 8, 8, 6, 5), (4, 4, 4), (7, 5, 5, 5, 5), (2, 3, 4, 5), (2, 2), (3,), (16, 16)]
@@ -156,3 +156,34 @@ class TestBadInput:
     def test_float_indices(self):
         with pytest.raises(TypeError, match="indices must be an integer tensor"):
             kernels.fsq_indices_to_codes(torch.zeros(3), (5, 5))
+
+
+def _peer_fsq_indices(z: torch.Tensor, levels: tuple[int, ...]) -> torch.Tensor:
+    """FSQ as the published implementations evaluate it: every constant in fp32 arithmetic, step by step."""
+    lv = torch.tensor(levels, dtype=torch.int32)
+    half_l = (lv - 1) * (1 + 1e-3) / 2
+    offset = torch.where(lv % 2 == 0, 0.5, 0.0)
+    shift = (offset / half_l).atanh()
+    q = ((z + shift).tanh() * half_l - offset).round()
+    basis = torch.cumprod(torch.tensor((1, *levels[:-1])), 0)
+    return ((q + lv // 2).long() * basis).sum(-1)
+
+
+@pytest.mark.skipif(
+    _dispatch.use_triton(torch.device("cpu")), reason="Triton's tanh is not torch's in the last ulp: boundaries may differ"
+)
+def test_values_on_rounding_boundaries_get_the_published_implementations_codes():
+    # z placed within a few ulps of every rounding boundary of an even level count, where constants computed in
+    # float64 and rounded once (2.4e-7 off for L = 8) flip codes; the PyTorch path evaluates what they evaluate
+    levels = (8, 8, 5)
+    lv = torch.tensor(levels, dtype=torch.int32)
+    half_l = (lv - 1) * (1 + 1e-3) / 2
+    offset = torch.where(lv % 2 == 0, 0.5, 0.0)
+    shift = (offset / half_l).atanh()
+    boundaries = torch.arange(-3.0, 4.0)[:, None] + 0.5  # k + 1/2 for the 8 levels' codes
+    centre = torch.atanh(((boundaries + offset[0]) / half_l[0]).clamp(-0.999999, 0.999999)) - shift[0]
+    steps = torch.arange(-40, 41, dtype=torch.float32) * 2e-8
+    column = (centre + steps).reshape(-1)
+    z = torch.stack([column, column.flip(0), torch.zeros_like(column)], dim=-1)
+    _, indices = kernels.fsq_quantize(z, levels)
+    assert torch.equal(indices, _peer_fsq_indices(z, levels))
