@@ -65,6 +65,21 @@ def time_runs(fn: Callable[[], object], device: torch.device, *, rounds: int, wa
     return [time_call(fn, device) for _ in range(rounds)]
 
 
+def interleaved_runs(
+    fns: dict[str, Callable[[], object]], device: torch.device, *, rounds: int, warmup: int = 1
+) -> dict[str, list[float]]:
+    """Seconds of ``rounds`` calls of each of ``fns``, taken in turn (a, b, c, a, b, c, ...) after
+    ``warmup`` untimed calls each, so a change in machine load hits every candidate alike."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    samples: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            samples[name].append(time_call(fn, device))
+    return samples
+
+
 def median(samples: list[float]) -> float:
     return statistics.median(samples)
 

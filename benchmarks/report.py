@@ -1,14 +1,17 @@
 """Side-by-side report: each kernel (and, with --peers, each quantizer) against what it replaces.
 
-    python benchmarks/report.py [--quick] [--peers] [--tokenizer] [--video] [--markdown PATH]
+    python benchmarks/report.py [--quick] [--peers] [--nearest] [--rounds R] [--tokenizer] [--video] [--markdown PATH]
 
-Times are the best of a few synchronised calls after a warm-up; peak memory is measured on a
-separate call (CPU: growth of the process's resident-set high-water mark; CUDA: max allocated).
+Times are the best of a few synchronised calls after a warm-up (``--peers`` and ``--nearest``: min and
+median of ``--rounds`` interleaved calls, candidates taking turns so load changes hit all alike); peak
+memory is measured on a separate call (CPU: growth of the process's resident-set high-water mark;
+CUDA: max allocated).
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
 from collections.abc import Callable
@@ -21,7 +24,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 
-from _measure import machine_lines, peak_memory_bytes, time_runs
+from _measure import interleaved_runs, machine_lines, median, peak_memory_bytes, time_runs
 
 import kernels
 from kernels import reference
@@ -98,6 +101,47 @@ def peer_cases(device: torch.device) -> list[Case]:
     ]
 
 
+def nearest_code_table(device: torch.device, quick: bool, rounds: int) -> tuple[list[str], list[list[str]]]:
+    """ours / faiss / chunked mm + argmin / cdist + argmin per grid shape and metric: min and median
+    of interleaved runs, peak MiB, GFLOP/s (2NKD / min time) and its share of this machine's torch.mm."""
+    from bench_nearest_code import GRID, QUICK, mm_gflops, nearest_code_calls
+
+    ceiling = mm_gflops(device)
+    print(f"\nnearest_code: torch.mm fp32 peak here {ceiling:.0f} GFLOP/s; {rounds} interleaved rounds per shape")
+    header = ["metric", "N", "K", "D", "impl", "min ms", "median ms", "peak MiB", "GFLOP/s", "% of mm", "/ faiss"]
+    rows = []
+    for (n, k, d), metric in itertools.product(QUICK if quick else GRID, ("l2", "cosine")):
+        z, codebook = torch.randn(n, d, device=device), torch.randn(k, d, device=device)
+        calls = {name: fn for name, fn in nearest_code_calls(z, codebook, metric).items() if name != "reference"}
+        samples = interleaved_runs(calls, device, rounds=rounds)
+        faiss_min = min(samples["faiss"]) if "faiss" in samples else None
+        for name, fn in calls.items():
+            best, peak = min(samples[name]), (peak_memory_bytes(fn, device)[1] or 0) / 2**20
+            gflops = 2 * n * k * d / best / 1e9
+            ratio = f"{best / faiss_min:.2f}" if faiss_min else "-"
+            rows.append([metric, str(n), str(k), str(d), name, f"{best * 1e3:.1f}", f"{median(samples[name]) * 1e3:.1f}",
+                         f"{peak:.0f}", f"{gflops:.1f}", f"{100 * gflops / ceiling:.0f}", ratio])  # fmt: skip
+            print("  ".join(rows[-1]), flush=True)
+    return header, rows
+
+
+def peer_table(device: torch.device, rounds: int) -> tuple[list[str], list[list[str]]]:
+    """Quantizers vs vector-quantize-pytorch: min and median of ``rounds`` interleaved calls each."""
+    header = ["op", "shape", "vs", "ours min ms", "ours median ms", "theirs min ms", "theirs median ms",
+              "speed-up (min)", "speed-up (median)"]  # fmt: skip
+    rows = []
+    print(f"\nquantizers vs peers, {rounds} interleaved rounds")
+    for case in peer_cases(device):
+        for name, fn in case.baselines:
+            samples = interleaved_runs({"ours": case.ours, "theirs": fn}, device, rounds=rounds)
+            ours, theirs = samples["ours"], samples["theirs"]
+            rows.append([case.op, case.shape, name, f"{min(ours) * 1e3:.1f}", f"{median(ours) * 1e3:.1f}",
+                         f"{min(theirs) * 1e3:.1f}", f"{median(theirs) * 1e3:.1f}",
+                         f"{min(theirs) / min(ours):.1f}x", f"{median(theirs) / median(ours):.1f}x"])  # fmt: skip
+            print("  ".join(rows[-1]), flush=True)
+    return header, rows
+
+
 def measure(fn: Callable[[], Any], device: torch.device, repeats: int) -> tuple[float, float]:
     """Best of ``repeats`` timed calls (the memory call doubles as warm-up), and peak MiB."""
     _, peak = peak_memory_bytes(fn, device)
@@ -150,7 +194,17 @@ def video_table(device: torch.device) -> tuple[list[str], list[list[str]]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller shapes (seconds, not minutes)")
-    parser.add_argument("--peers", action="store_true", help="also compare quantizers with vector-quantize-pytorch")
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="also compare quantizers with vector-quantize-pytorch (min and median of interleaved runs)",
+    )
+    parser.add_argument(
+        "--nearest",
+        action="store_true",
+        help="also nearest_code vs faiss / mm+argmin / cdist over the issue's grid (--quick: 5 shapes)",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of --peers and --nearest")
     parser.add_argument("--tokenizer", action="store_true", help="also image-tokenizer throughput at 256x256")
     parser.add_argument("--video", action="store_true", help="also video clips/s and long-video memory (minutes)")
     parser.add_argument("--no-kernels", action="store_true", help="skip the kernel table (with the flags above)")
@@ -161,7 +215,6 @@ def main(argv: list[str] | None = None) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     repeats = 2 if device.type == "cpu" and not args.quick else 3
     cases = [] if args.no_kernels else kernel_cases(device, args.quick)
-    cases += peer_cases(device) if args.peers else []
     print("\n".join(machine_lines(device)) + "\n")
     header = ["op", "shape", "vs", "ours ms", "theirs ms", "speed-up", "ours MiB", "theirs MiB", "memory"]
     table = []
@@ -184,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
     for row in table:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
     extra_tables = []
+    if args.peers:
+        extra_tables.append(peer_table(device, args.rounds))
+    if args.nearest:
+        extra_tables.append(nearest_code_table(device, args.quick, args.rounds))
     if args.tokenizer:
         extra_tables.append(tokenizer_table(device, repeats))
     if args.video:

@@ -3,11 +3,18 @@
 - CUDA tensors run the Triton kernels.
 - CPU tensors run the PyTorch path, unless ``TRITON_INTERPRET=1`` was set when the process started:
   then the Triton kernels run through Triton's interpreter (how CI covers them without a GPU).
-- ``TOKENIZER_KERNELS=triton|torch`` forces a path (``torch`` also works on CUDA tensors).
+- ``TOKENIZER_KERNELS=triton|torch|faiss`` forces a path (``torch`` also works on CUDA tensors).
+- ``nearest_code`` on CPU runs faiss's exact k=1 search when faiss is installed (``faiss-cpu``),
+  else the PyTorch path; ``faiss`` forces it (other ops have no faiss path and run PyTorch).
+
+Every Triton launch runs inside ``device_guard(tensor)``: Triton launches on the *current* CUDA device,
+which need not be the one the tensors live on (``cuda:1`` tensors while ``cuda:0`` is current).
 """
 
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 
 import torch
@@ -19,6 +26,9 @@ try:
 except ImportError:
     HAS_TRITON = False
 
+# Looked up, not imported: faiss (and its own OpenMP runtime) loads only when a call takes its path.
+HAS_FAISS = importlib.util.find_spec("faiss") is not None
+
 BACKEND_ENV = "TOKENIZER_KERNELS"
 
 
@@ -29,10 +39,8 @@ def interpreting() -> bool:
 
 def use_triton(device: torch.device) -> bool:
     """Whether a call on tensors living on ``device`` should take the Triton path."""
-    forced = os.environ.get(BACKEND_ENV, "").strip().lower()
-    if forced not in ("", "triton", "torch"):
-        raise ValueError(f"{BACKEND_ENV} must be 'triton' or 'torch', got {forced!r}")
-    if forced == "torch":
+    forced = _forced()
+    if forced in ("torch", "faiss"):
         return False
     runnable = HAS_TRITON and (device.type == "cuda" or (device.type == "cpu" and interpreting()))
     if forced == "triton" and not runnable:
@@ -42,6 +50,31 @@ def use_triton(device: torch.device) -> bool:
             "or CPU tensors with TRITON_INTERPRET=1 set before the process started"
         )
     return runnable
+
+
+def _forced() -> str:
+    forced = os.environ.get(BACKEND_ENV, "").strip().lower()
+    if forced not in ("", "triton", "torch", "faiss"):
+        raise ValueError(f"{BACKEND_ENV} must be 'triton', 'torch' or 'faiss', got {forced!r}")
+    return forced
+
+
+def use_faiss(device: torch.device) -> bool:
+    """Whether a ``nearest_code`` call on ``device`` that does not take the Triton path runs faiss:
+    CPU tensors with faiss installed, unless ``TOKENIZER_KERNELS=torch``."""
+    forced = _forced()
+    if forced == "faiss" and not (HAS_FAISS and device.type == "cpu"):
+        reason = "faiss is not installed (pip install faiss-cpu)" if not HAS_FAISS else f"tensors are on {device}"
+        raise RuntimeError(f"{BACKEND_ENV}=faiss but the faiss path cannot run: {reason}; it needs CPU tensors")
+    return HAS_FAISS and device.type == "cpu" and forced in ("", "faiss")
+
+
+def device_guard(t: torch.Tensor) -> contextlib.AbstractContextManager:
+    """Context in which ``t``'s CUDA device is the current one, for a Triton launch on ``t``.
+    A no-op for CPU tensors (the interpreter): no CUDA call is made."""
+    if t.device.type == "cuda":
+        return torch.cuda.device(t.device)
+    return contextlib.nullcontext()
 
 
 def interpretable(t: torch.Tensor) -> torch.Tensor:

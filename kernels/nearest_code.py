@@ -13,8 +13,9 @@ Non-finite input. A row of ``z`` holding NaN or +-Inf has no nearest code: its i
 distance NaN, on every path (``codebook_stats`` ignores such rows). The codebook must be finite.
 
 Paths (see ``_dispatch``): Triton tiles over the codebook with a running minimum in registers
-(``triton_impl/nearest_code.py``); the PyTorch path walks blocks of rows x codes whose size is bounded
-by ``CPU_BLOCK_BYTES``, so memory stays flat however large N and K grow.
+(``triton_impl/nearest_code.py``); on CPU, faiss's fused k=1 search when faiss is installed
+(``faiss_impl/nearest_code.py``, one native call); else the PyTorch path, which walks blocks of
+rows x codes whose size is bounded by ``CPU_BLOCK_BYTES``, so memory stays flat however large N and K grow.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ def nearest_code(
         from .triton_impl.nearest_code import nearest_code_triton
 
         index, distance = nearest_code_triton(z, codebook, cosine=cosine, return_distance=return_distance)
+    elif _dispatch.use_faiss(z.device):
+        from .faiss_impl.nearest_code import nearest_code_faiss
+
+        index, distance = nearest_code_faiss(z, codebook, cosine=cosine, return_distance=return_distance)
     else:
         index, distance = nearest_code_torch(z, codebook, cosine=cosine, return_distance=return_distance)
     return (index, distance) if return_distance else index

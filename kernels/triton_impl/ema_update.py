@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._dispatch import interpretable
+from .._dispatch import device_guard, interpretable
 
 
 @triton.jit
@@ -59,5 +59,6 @@ def codebook_stats_triton(z: torch.Tensor, idx: torch.Tensor, num_codes: int) ->
     block_d = min(128, max(16, triton.next_power_of_2(dim)))
     block_n = 64
     grid = (triton.cdiv(n, block_n), triton.cdiv(dim, block_d))
-    _codebook_stats_kernel[grid](z, idx, counts, sums, n, num_codes, dim, BLOCK_N=block_n, BLOCK_D=block_d)
+    with device_guard(z):
+        _codebook_stats_kernel[grid](z, idx, counts, sums, n, num_codes, dim, BLOCK_N=block_n, BLOCK_D=block_d)
     return counts, sums

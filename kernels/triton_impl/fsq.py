@@ -7,7 +7,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .._dispatch import interpretable
+from .._dispatch import device_guard, interpretable
 
 # Adding then subtracting 1.5 * 2**23 rounds an fp32 |x| < 2**22 to the nearest integer, half to
 # even (IEEE round-to-nearest does the work); libdevice.rint would too but the interpreter lacks it.
@@ -83,11 +83,12 @@ class FSQTritonFunction(torch.autograd.Function):
         m, c = z_in.shape
         codes = torch.empty(m, c, device=z.device)
         indices = torch.empty(m, dtype=torch.int64, device=z.device)
-        _fsq_forward_kernel[(triton.cdiv(m, BLOCK_ROWS),)](
-            z_in, consts.half, consts.offset, consts.shift, consts.scale, consts.half_width, consts.basis,
-            codes, indices, m, c,
-            BLOCK_M=BLOCK_ROWS, BLOCK_C=triton.next_power_of_2(c), MAGIC=_ROUND_MAGIC,
-        )  # fmt: skip
+        with device_guard(z_in):
+            _fsq_forward_kernel[(triton.cdiv(m, BLOCK_ROWS),)](
+                z_in, consts.half, consts.offset, consts.shift, consts.scale, consts.half_width, consts.basis,
+                codes, indices, m, c,
+                BLOCK_M=BLOCK_ROWS, BLOCK_C=triton.next_power_of_2(c), MAGIC=_ROUND_MAGIC,
+            )  # fmt: skip
         ctx.save_for_backward(z_in)
         ctx.consts = consts
         ctx.z_dtype = z.dtype
@@ -101,8 +102,9 @@ class FSQTritonFunction(torch.autograd.Function):
         m, ch = z_in.shape
         grad_codes = grad_codes.contiguous()
         grad_z = torch.empty_like(z_in)
-        _fsq_backward_kernel[(triton.cdiv(m, BLOCK_ROWS),)](
-            z_in, grad_codes, c.half, c.shift, c.scale, grad_z, m, ch,
-            BLOCK_M=BLOCK_ROWS, BLOCK_C=triton.next_power_of_2(ch),
-        )  # fmt: skip
+        with device_guard(z_in):
+            _fsq_backward_kernel[(triton.cdiv(m, BLOCK_ROWS),)](
+                z_in, grad_codes, c.half, c.shift, c.scale, grad_z, m, ch,
+                BLOCK_M=BLOCK_ROWS, BLOCK_C=triton.next_power_of_2(ch),
+            )  # fmt: skip
         return grad_z.to(ctx.z_dtype), None

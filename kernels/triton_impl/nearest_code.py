@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import triton
 import triton.language as tl
 
-from .._dispatch import interpretable
+from .._dispatch import device_guard, interpretable
 
 
 @triton.jit
@@ -155,10 +155,11 @@ def nearest_code_triton(
     index = torch.empty(split, n, dtype=torch.int64, device=z.device)
     z_sq = torch.empty(n, device=z.device) if return_distance else best
     precision = "tf32x3" if z.dtype == torch.float32 else None
-    _nearest_code_kernel[(n_blocks, split)](
-        z, codebook, codes_sq, best, index, z_sq, n, num_codes, dim, codes_per_split,
-        PRECISION=precision, WRITE_Z_SQ=return_distance, **cfg,
-    )  # fmt: skip
+    with device_guard(z):
+        _nearest_code_kernel[(n_blocks, split)](
+            z, codebook, codes_sq, best, index, z_sq, n, num_codes, dim, codes_per_split,
+            PRECISION=precision, WRITE_Z_SQ=return_distance, **cfg,
+        )  # fmt: skip
     if split > 1:
         best, which = best.min(dim=0)  # NaN rows stay NaN; ties keep the earliest slice
         index = index.gather(0, which[None])[0]

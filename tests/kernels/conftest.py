@@ -1,7 +1,8 @@
 """Kernel-test fixtures.
 
 ``path`` parametrises a test over every (backend, device) this process can run:
-- a normal process: the PyTorch path on CPU (+ both paths on CUDA when present);
+- a normal process: the PyTorch path on CPU (+ both paths on CUDA when present), and in modules that set
+  ``FAISS_PATH = True`` (nearest_code) faiss on CPU when it is installed;
 - a process started with ``TRITON_INTERPRET=1``: the Triton kernels on CPU through the interpreter.
 ``poisoned_empty`` (autouse) fills fresh ``torch.empty`` memory with NaN (floats) or -7 (integers),
 so a kernel that forgets to write part of its output fails.
@@ -19,23 +20,32 @@ from kernels import _dispatch
 
 @dataclass(frozen=True)
 class Path:
-    backend: str  # "torch" or "triton"
+    backend: str  # "torch", "triton" or "faiss"
     device: torch.device
 
     def __str__(self) -> str:
         return f"{self.backend}-{self.device.type}"
 
 
-def _paths() -> list[Path]:
+def _paths(faiss: bool) -> list[Path]:
     if _dispatch.interpreting():
         return [Path("triton", torch.device("cpu"))]
     paths = [Path("torch", torch.device("cpu"))]
+    if faiss and _dispatch.HAS_FAISS:
+        paths.append(Path("faiss", torch.device("cpu")))
     if torch.cuda.is_available():
         paths += [Path("torch", torch.device("cuda")), Path("triton", torch.device("cuda"))]
     return paths
 
 
-@pytest.fixture(params=_paths(), ids=str)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Parametrise ``path``; a test module with ``FAISS_PATH = True`` also gets the faiss path."""
+    if "path" in metafunc.fixturenames:
+        paths = _paths(faiss=getattr(metafunc.module, "FAISS_PATH", False))
+        metafunc.parametrize("path", paths, ids=str, indirect=True)
+
+
+@pytest.fixture
 def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv(_dispatch.BACKEND_ENV, request.param.backend)
     return request.param

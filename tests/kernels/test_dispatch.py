@@ -38,7 +38,7 @@ def test_forced_triton_on_cpu_needs_the_interpreter(monkeypatch):
 
 def test_unknown_backend(monkeypatch):
     monkeypatch.setenv(_dispatch.BACKEND_ENV, "cuda")
-    with pytest.raises(ValueError, match="TOKENIZER_KERNELS must be 'triton' or 'torch'"):
+    with pytest.raises(ValueError, match="TOKENIZER_KERNELS must be 'triton', 'torch' or 'faiss'"):
         kernels.fsq_quantize(torch.randn(3, 2), (5, 5))
 
 
@@ -47,3 +47,25 @@ def test_interpreter_widens_bfloat16_only_when_interpreting():
     widened = _dispatch.interpretable(t)
     assert widened.dtype == (torch.float32 if _dispatch.interpreting() else torch.bfloat16)
     assert torch.equal(widened.float(), t.float())
+
+
+def test_cpu_nearest_code_takes_faiss_when_installed(monkeypatch):
+    monkeypatch.delenv(_dispatch.BACKEND_ENV, raising=False)
+    for installed in (True, False):
+        monkeypatch.setattr(_dispatch, "HAS_FAISS", installed)
+        assert _dispatch.use_faiss(CPU) == installed
+        assert not _dispatch.use_faiss(torch.device("cuda"))
+    monkeypatch.setattr(_dispatch, "HAS_FAISS", True)
+    monkeypatch.setenv(_dispatch.BACKEND_ENV, "torch")
+    assert not _dispatch.use_faiss(CPU)
+
+
+def test_forced_faiss_needs_faiss_and_cpu(monkeypatch):
+    monkeypatch.setenv(_dispatch.BACKEND_ENV, "faiss")
+    assert not _dispatch.use_triton(CPU) and not _dispatch.use_triton(torch.device("cuda"))
+    monkeypatch.setattr(_dispatch, "HAS_FAISS", False)
+    with pytest.raises(RuntimeError, match="pip install faiss-cpu"):
+        kernels.nearest_code(torch.randn(3, 2), torch.randn(4, 2))
+    monkeypatch.setattr(_dispatch, "HAS_FAISS", True)
+    with pytest.raises(RuntimeError, match="tensors are on cuda"):
+        _dispatch.use_faiss(torch.device("cuda"))

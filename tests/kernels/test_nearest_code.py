@@ -12,6 +12,7 @@ import kernels
 from kernels import reference
 
 nearest_code_module = importlib.import_module("kernels.nearest_code")
+FAISS_PATH = True  # conftest: also run every test here on the faiss backend when faiss is installed
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # (N, K, D): empty, ones, primes, sizes just past the Triton tiles (128 rows x 128 codes, 64-wide D
@@ -27,6 +28,10 @@ SHAPES = [
     (257, 65, 33),
     (65, 300, 100),
     (17, 40, 1024),
+    # faiss's fused kernels (D in 2, 3, 4, 6, 8, 12, 16) work on 16-code steps and 1-4 rows at a time
+    (67, 47, 16),
+    (70, 19, 4),
+    (33, 100, 6),
 ]
 
 
@@ -102,7 +107,11 @@ def _integer_data(n, k, d, device, dtype, copies):
     return z, codebook
 
 
-@pytest.mark.parametrize("n, k, d, copies", [(50, 7, 3, 3), (200, 45, 8, 4), (130, 100, 70, 2), (64, 1, 5, 300)])
+# (1, 9, 4, 1200): one row against 10,800 codes, faiss's split of the codebook over threads.
+TIE_CASES = [(50, 7, 3, 3), (200, 45, 8, 4), (130, 100, 70, 2), (64, 1, 5, 300), (1, 9, 4, 1200), (3, 16, 16, 5)]
+
+
+@pytest.mark.parametrize("n, k, d, copies", TIE_CASES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_exact_ties_go_to_lowest_index(path, n, k, d, copies, dtype):
     z, codebook = _integer_data(n, k, d, path.device, dtype, copies)
@@ -166,6 +175,16 @@ def test_non_finite_rows(path):
     assert torch.equal(kernels.nearest_code(z, codebook, metric="cosine").cpu()[bad_rows], torch.full((4,), -1))
 
 
+def test_finite_rows_whose_distance_overflows(path):
+    # ||z||^2 overflows fp32 but ||e||^2 - 2<z, e> does not: still a finite row with a nearest code.
+    z = torch.randn(6, 4)
+    z[2] = 3e19
+    codebook = torch.randn(9, 4)
+    index, distance = kernels.nearest_code(z.to(path.device), codebook.to(path.device), return_distance=True)
+    assert torch.equal(index.cpu(), reference.nearest_code(z, codebook))
+    assert distance[2].item() == float("inf")
+
+
 def test_mixed_input_dtypes(path):
     z = torch.randn(50, 9, device=path.device, dtype=torch.float16)
     codebook = torch.randn(60, 9, device=path.device)
@@ -181,6 +200,27 @@ def test_cpu_blocks_do_not_change_results(monkeypatch, budget):
     assert torch.equal(index, expected[0])
     # matmul rounding may differ in the last bit with the block shape
     torch.testing.assert_close(distance, expected[1], rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_deterministic(path, metric):
+    z, codebook = torch.randn(500, 8, device=path.device), torch.randn(700, 8, device=path.device)
+    first = kernels.nearest_code(z, codebook, metric=metric, return_distance=True)
+    for _ in range(2):
+        again = kernels.nearest_code(z, codebook, metric=metric, return_distance=True)
+        assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])
+    if path.backend == "faiss":  # rows are independent there: any split of the batch gives the same bits
+        part = kernels.nearest_code(z[123:321], codebook, metric=metric, return_distance=True)
+        assert torch.equal(part[0], first[0][123:321]) and torch.equal(part[1], first[1][123:321])
+
+
+def test_faiss_restores_its_global_threshold():
+    faiss = pytest.importorskip("faiss", reason="pip install faiss-cpu")
+    from kernels.faiss_impl.nearest_code import nearest_code_faiss
+
+    before = faiss.cvar.distance_compute_blas_threshold
+    nearest_code_faiss(torch.randn(9, 4), torch.randn(20, 4), cosine=False, return_distance=False)
+    assert faiss.cvar.distance_compute_blas_threshold == before
 
 
 class TestBadInput:

@@ -1,13 +1,21 @@
-"""Two CPU processes on gloo, each with its own data: their codebooks stay identical."""
+"""Two CPU processes on gloo, each with its own data: their codebooks stay identical.
+
+Workers run under ``mp.spawn(join=False)`` joined with a deadline, and the process group has a short
+timeout, so ranks that disagree on their collectives fail the test instead of hanging the suite.
+"""
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
+
+import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
-from tokenizer.quantizers import VectorQuantizer, VQConfig
+from tokenizer.quantizers import ResidualConfig, ResidualQuantizer, VectorQuantizer, VQConfig
 
 CONFIGS = {
     "ema-restart": VQConfig(codebook_size=32, dim=4, decay=0.9, dead_code_threshold=0.5),
@@ -15,6 +23,18 @@ CONFIGS = {
     "no-restart": VQConfig(codebook_size=24, dim=4, decay=0.9, dead_code_threshold=0.0),
 }
 ROWS_PER_RANK = 2 * 6 * 6
+DEADLINE_S = 120.0
+
+
+def _spawn_with_deadline(fn, args: tuple, nprocs: int, deadline_s: float) -> None:
+    """``mp.spawn`` that fails (and kills its workers) instead of waiting forever on a hung collective."""
+    context = mp.spawn(fn, args=args, nprocs=nprocs, join=False)
+    stop = time.monotonic() + deadline_s
+    while not context.join(timeout=1.0):
+        if time.monotonic() > stop:
+            for process in context.processes:
+                process.kill()
+            pytest.fail(f"{fn.__name__}: workers still running after {deadline_s:.0f} s (a hung collective)")
 
 
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
@@ -34,7 +54,7 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
 
 def test_codebooks_agree_across_two_processes(tmp_path):
-    mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    _spawn_with_deadline(_worker, (2, str(tmp_path / "init"), str(tmp_path)), 2, DEADLINE_S)
     rank0 = load_file(tmp_path / "rank0.safetensors")
     rank1 = load_file(tmp_path / "rank1.safetensors")
     for name in CONFIGS:
@@ -43,3 +63,39 @@ def test_codebooks_agree_across_two_processes(tmp_path):
     # Without restarts the EMA counts keep summing to the rows of both ranks: the stats were all-reduced.
     total = float(rank0["no-restart.cluster_size"].sum())
     assert abs(total - 2 * ROWS_PER_RANK) < 1e-3
+
+
+RESIDUAL = ResidualConfig(VQConfig(codebook_size=16, dim=4, decay=0.9), depth=4, quantize_dropout=0.75)
+RESIDUAL_CALLS = 8
+
+
+def _residual_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=timedelta(seconds=30)
+    )
+    try:
+        torch.manual_seed(200 + rank)  # each rank's global RNG differs, as under the trainer
+        rq = ResidualQuantizer(RESIDUAL).train()
+        depths = []
+        for _ in range(RESIDUAL_CALLS):
+            out = rq(torch.randn(2, 4, 5, 5) * (1 + rank))
+            depths.append(int(out.metrics["active_depth"]))
+        tensors = dict(rq.state_dict())
+        tensors["depths"] = torch.tensor(depths)
+        save_file(tensors, f"{out_dir}/residual{rank}.safetensors")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_residual_quantize_dropout_agrees_across_two_processes(tmp_path):
+    _spawn_with_deadline(_residual_worker, (2, str(tmp_path / "init"), str(tmp_path)), 2, DEADLINE_S)
+    rank0 = load_file(tmp_path / "residual0.safetensors")
+    rank1 = load_file(tmp_path / "residual1.safetensors")
+    # Both ranks truncated to the same depth at every call, and the dropout did truncate.
+    assert torch.equal(rank0["depths"], rank1["depths"]), (rank0["depths"], rank1["depths"])
+    assert int(rank0["depths"].min()) < RESIDUAL.depth
+    names = [name for name in rank0 if name.endswith(("codebook", "cluster_size", "embed_sum"))]
+    assert len(names) == 3 * RESIDUAL.depth
+    for name in names:
+        assert torch.equal(rank0[name], rank1[name]), name

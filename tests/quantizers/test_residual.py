@@ -85,6 +85,19 @@ def test_quantize_dropout_truncates_depth_in_training_only():
     assert (rq(x).indices >= 0).all()
 
 
+def test_quantize_dropout_depths_follow_the_global_seed():
+    rq = ResidualQuantizer(ResidualConfig(FSQConfig(levels=(5, 5, 5)), depth=4, quantize_dropout=0.5))
+    x = torch.randn(1, 3, 2, 2)
+
+    def depths(seed: int) -> list[int]:
+        torch.manual_seed(seed)
+        return [int(rq(x).metrics["active_depth"]) for _ in range(16)]
+
+    first = depths(3)
+    assert depths(3) == first
+    assert depths(4) != first and len(set(first)) > 1
+
+
 class TestBadConfig:
     def test_depth(self):
         with pytest.raises(ValueError, match="depth must be at least 1"):

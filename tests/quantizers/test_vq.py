@@ -193,3 +193,44 @@ def test_mse_helper_matches_definition():
     # guards the loss definition used above: F.mse_loss is the mean of squared differences
     a, b = torch.randn(5), torch.randn(5)
     torch.testing.assert_close(F.mse_loss(a, b), ((a - b) ** 2).mean())
+
+
+def _init_once(x, config, seed):
+    torch.manual_seed(seed)
+    vq = VectorQuantizer(config).train()
+    return vq, vq(x)
+
+
+def test_kmeans_early_stop_keeps_usage_and_perplexity(monkeypatch):
+    import tokenizer.quantizers.vq as vq_module
+
+    # 48 blobs of uneven spread, 40 codes: clusters must be merged and split well to use every code.
+    x, _ = _blobs(n_centres=48, per=40, dim=4, spread=0.6, seed=3)
+    config = VQConfig(codebook_size=40, dim=4, kmeans_iters=10)
+    _, early = _init_once(x, config, seed=0)
+    monkeypatch.setattr(vq_module, "KMEANS_TOL", -1.0)  # never stop early: all 10 Lloyd steps
+    _, full = _init_once(x, config, seed=0)
+    assert early.metrics["usage"] >= full.metrics["usage"]
+    assert early.metrics["perplexity"] >= 0.97 * full.metrics["perplexity"]
+
+
+def test_kmeans_init_is_deterministic_under_a_seed():
+    x, _ = _blobs(n_centres=16, per=32, dim=4, spread=0.5)
+    config = VQConfig(codebook_size=24, dim=4)
+    first, _ = _init_once(x, config, seed=5)
+    again, _ = _init_once(x, config, seed=5)
+    assert torch.equal(first.codebook, again.codebook) and torch.equal(first.cluster_size, again.cluster_size)
+
+
+def test_kmeans_stops_at_once_when_every_latent_is_a_code(monkeypatch):
+    import kernels
+    import tokenizer.quantizers.vq as vq_module
+
+    calls = []
+    real = kernels.nearest_code
+    monkeypatch.setattr(vq_module.kernels, "nearest_code", lambda *a, **k: calls.append(a[1].shape[0]) or real(*a, **k))
+    x = torch.randn(1, 4, 8, 8)  # 64 latents, 64 codes: seeding puts a code on (nearly) every latent
+    _, out = _init_once(x, VQConfig(codebook_size=64, dim=4, kmeans_iters=10), seed=0)
+    full_passes = sum(1 for k in calls if k == 64)
+    assert full_passes <= 3  # 1-2 Lloyd steps + the forward's own assignment (all 10 steps: 11)
+    assert out.metrics["usage"] >= 0.9

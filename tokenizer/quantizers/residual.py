@@ -9,7 +9,10 @@ with a straight-through gradient to ``z``. Indices gain a trailing depth axis ``
   depth ``m`` works at scale ``s_m = (L - 1)^-m`` per channel (as residual FSQ does); projections to
   ``len(levels)`` channels, when needed, sit around the whole stack.
 - ``quantize_dropout``: in training, with this probability only the first ``n ~ U{1..M}`` depths run
-  (the rest get index -1), so the tokens degrade gracefully when truncated.
+  (the rest get index -1), so the tokens degrade gracefully when truncated. The draw comes from the
+  global RNG (reproducible under ``torch.manual_seed``, so a resumed trainer draws the same depths);
+  under torch.distributed every rank takes rank 0's draw, so all ranks run the same depths and make
+  the same collectives (VQ depths all-reduce their statistics).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .. import _distributed
 from .base import Quantizer, QuantizerOutput, fp32, from_rows, projection, straight_through, to_rows, usage_metrics
 from .fsq import FSQ, FSQConfig
 from .vq import VectorQuantizer, VQConfig
@@ -71,9 +75,7 @@ class ResidualQuantizer(Quantizer):
     def forward(self, x: torch.Tensor) -> QuantizerOutput:
         self.check_input(x)
         depth = self.config.depth
-        active = depth
-        if self.training and self.config.quantize_dropout > 0 and torch.rand(()) < self.config.quantize_dropout:
-            active = int(torch.randint(1, depth + 1, ()))
+        active = self._active_depth(x.device)
         with fp32(x.device):
             z = from_rows(self.in_proj(to_rows(x)), x.shape)
             residual, total = z, torch.zeros_like(z)
@@ -97,6 +99,18 @@ class ResidualQuantizer(Quantizer):
         if isinstance(self.layers[0], VectorQuantizer):
             summary["dead_codes"] = sum(layer.dead_codes() for layer in self.layers)
         return QuantizerOutput(quantized, stacked, loss, summary)
+
+    def _active_depth(self, device: torch.device) -> int:
+        """Depths this call runs: all of them, except in training with ``quantize_dropout``, where with that
+        probability it is ``n ~ U{1..M}``. Under torch.distributed rank 0's draw is broadcast (as a tensor on
+        ``device``, which NCCL can send), since ranks seed their global RNGs differently."""
+        depth, p = self.config.depth, self.config.quantize_dropout
+        if not self.training or p == 0:
+            return depth
+        active = int(torch.randint(1, depth + 1, ())) if torch.rand(()) < p else depth
+        if _distributed.is_distributed():
+            active = int(_distributed.broadcast_(torch.tensor([active], device=device))[0])
+        return active
 
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         """Codes ``[B, C, ...]`` summed over depths of ``indices [B, ..., M]``; index -1 adds nothing."""

@@ -38,6 +38,10 @@ from .base import (
     usage_metrics,
 )
 
+# k-means initialisation stops when a Lloyd step lowers the mean squared distance by less than this
+# fraction: later steps move the codes by little and each costs a full N x K assignment.
+KMEANS_TOL = 1e-2
+
 
 @dataclass(frozen=True)
 class VQConfig:
@@ -120,7 +124,9 @@ class VectorQuantizer(Quantizer):
 
     @torch.no_grad()
     def _kmeans_init(self, z: torch.Tensor) -> None:
-        """k-means on the batch: seeds by D^2 sampling on rank 0, Lloyd steps on every rank's data."""
+        """k-means on the batch: seeds by D^2 sampling on rank 0, then up to ``kmeans_iters`` Lloyd steps
+        on every rank's data, stopping early once the mean squared distance to the assigned centroid
+        falls by less than ``KMEANS_TOL`` of itself (at once when it is 0, e.g. K >= distinct latents)."""
         if z.shape[0] == 0:
             return
         k = self.codebook_size
@@ -130,12 +136,20 @@ class VectorQuantizer(Quantizer):
             centroids = torch.empty(k, z.shape[1], device=z.device)
         _distributed.broadcast_(centroids)
         counts = torch.zeros(k, device=z.device)
+        previous = float("inf")
         for _ in range(self.config.kmeans_iters):
-            index = kernels.nearest_code(z, centroids, metric=self.config.metric)
+            index, distance = kernels.nearest_code(z, centroids, metric=self.config.metric, return_distance=True)
             counts, sums = kernels.codebook_stats(z, index, k)
-            _distributed.all_reduce_sum_(counts, sums)
+            finite = index >= 0
+            distortion = torch.stack([distance[finite].sum(), finite.sum().float()])
+            _distributed.all_reduce_sum_(counts, sums, distortion)
             used = counts > 0
             centroids[used] = self._normalize(sums[used] / counts[used, None])
+            # Stop once the assignment's mean squared distance (same on every rank) stops falling.
+            mean = float(distortion[0] / distortion[1].clamp_min(1.0))
+            if mean <= 0.0 or (previous < float("inf") and previous - mean <= KMEANS_TOL * previous):
+                break
+            previous = mean
         self.codebook.data.copy_(centroids)
         self.cluster_size.copy_(counts)
         if self.config.update == "ema":
