@@ -98,6 +98,40 @@ def test_windowed_encoding_equals_one_shot(windows):
         torch.testing.assert_close(decoded, model.decode(windowed), rtol=0, atol=2e-5)
 
 
+def test_an_open_stream_never_changes_encode_or_decode():
+    model = VideoTokenizer(tiny()).eval()
+    fresh = VideoTokenizer(tiny()).eval()
+    fresh.load_state_dict(model.state_dict())
+    video = clip(9)
+    encoder = model.encode_windows([video[:, :, :5], video[:, :, 5:]])
+    decoder = model.decode_windows([fresh.encode(video)[:, :2]])
+    next(encoder), next(decoder)  # both generators stay open (suspended) while the model is used again
+    ids = model.encode(video)
+    assert ids.shape[1] == 3 and torch.equal(ids, fresh.encode(video))
+    with torch.no_grad():
+        assert torch.equal(model.decode(ids), fresh.decode(ids))
+
+
+def test_interleaved_streams_each_give_their_video():
+    model = VideoTokenizer(tiny()).eval()
+    videos = [clip(13), clip(13)]
+    one_shot = [model.encode(video) for video in videos]
+    streams = [model.encode_windows([video[:, :, :5], video[:, :, 5:9], video[:, :, 9:]]) for video in videos]
+    parts = [[], []]
+    for _ in range(3):  # window 1 of A, window 1 of B, window 2 of A, ...
+        for which in (0, 1):
+            parts[which].append(next(streams[which]))
+    for which in (0, 1):
+        assert torch.equal(torch.cat(parts[which], dim=1), one_shot[which])
+    assert not torch.equal(one_shot[0], one_shot[1])
+    pixels = [model.decode_windows([ids[:, :2], ids[:, 2:]]) for ids in one_shot]
+    decoded = [[next(pixels[0]), next(pixels[1])], [next(pixels[0]), next(pixels[1])]]
+    with torch.no_grad():
+        for which in (0, 1):
+            whole = torch.cat([decoded[0][which], decoded[1][which]], dim=2)
+            torch.testing.assert_close(whole, model.decode(one_shot[which]), rtol=0, atol=2e-5)
+
+
 def test_streaming_conv_matches_one_pass_for_any_chunking():
     torch.manual_seed(3)
     for stride in (1, 2, 3):

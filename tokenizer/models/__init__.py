@@ -14,7 +14,7 @@ from typing import Any
 
 from .config import TokenizerConfig
 from .magvit2 import Magvit2Config, Magvit2Tokenizer
-from .tokenizer import FORMAT, SHIPPED_MODELS, Tokenizer, resolve_pretrained, shipped_model_dir
+from .tokenizer import FORMAT, SHIPPED_MODELS, Tokenizer, read_config_json, resolve_pretrained, shipped_model_dir
 from .video import VideoTokenizer, VideoTokenizerConfig
 
 MODEL_CLASSES: dict[str, type[Tokenizer]] = {"image": Tokenizer, "video": VideoTokenizer, "magvit2": Magvit2Tokenizer}
@@ -84,7 +84,7 @@ def load_tokenizer(name_or_path: str | os.PathLike[str], *, format: str | None =
     config_path = resolve_pretrained(name_or_path) / "config.json"
     kind = "image"
     if config_path.is_file():
-        kind = json.loads(config_path.read_text()).get("model", "image")
+        kind = read_config_json(config_path).get("model", "image")
     if kind not in MODEL_CLASSES:
         raise ValueError(f"{config_path}: unknown model kind {kind!r}")
     return MODEL_CLASSES[kind].from_pretrained(name_or_path)
@@ -92,10 +92,10 @@ def load_tokenizer(name_or_path: str | os.PathLike[str], *, format: str | None =
 
 __all__ = [
     "MODEL_CLASSES",
-    "Magvit2Config",
-    "Magvit2Tokenizer",
     "OWN_FORMAT",
     "SHIPPED_MODELS",
+    "Magvit2Config",
+    "Magvit2Tokenizer",
     "Tokenizer",
     "TokenizerConfig",
     "VideoTokenizer",

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .attention import attention
 from .config import TokenizerConfig
 from .patching import Patcher
 
@@ -65,13 +66,15 @@ class ResnetBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv1(F.silu(self.norm1(x)))
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        h = F.silu(self.norm2(h))  # rebinding frees conv1's output before conv2 runs (one activation less)
+        h = self.conv2(self.dropout(h))
         return (x if self.nin_shortcut is None else self.nin_shortcut(x)) + h
 
 
 class AttnBlock(nn.Module):
     """Single-head self-attention over the ``H*W`` positions, ``softmax(q k^T / sqrt(C)) v``, with 1x1
-    convolutions for ``q``, ``k``, ``v`` and ``proj_out`` and a residual connection."""
+    convolutions for ``q``, ``k``, ``v`` and ``proj_out`` and a residual connection. Memory is linear in
+    ``H*W`` (query blocks, ``tokenizer.models.attention``)."""
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -88,7 +91,7 @@ class AttnBlock(nn.Module):
         def tokens(t: torch.Tensor) -> torch.Tensor:  # [B, C, H, W] -> [B, 1, H*W, C]
             return t.reshape(b, 1, c, h * w).transpose(-1, -2)
 
-        out = F.scaled_dot_product_attention(tokens(self.q(normed)), tokens(self.k(normed)), tokens(self.v(normed)))
+        out = attention(tokens(self.q(normed)), tokens(self.k(normed)), tokens(self.v(normed)))
         return x + self.proj_out(out.transpose(-1, -2).reshape(b, c, h, w))
 
 

@@ -9,9 +9,12 @@ the past side by ``P = k_t - 1`` copies of its first frame, output ``y[p]`` exis
 - a 1-frame clip sees only its frame in every tap, so the layer reduces to a 2-D convolution with the
   kernel summed over time. These layers accept images ``[B, C, H, W]`` and take that path: the same model
   tokenizes images and videos, and an image gives the tokens of a 1-frame video;
-- a long video can be fed in consecutive windows: inside ``streaming(model)`` each layer keeps the last
-  ``P`` frames it saw and the absolute position reached, so windows of any length chain into exactly the
-  outputs of one pass over the whole video, in memory bounded by the window.
+- a long video can be fed in consecutive windows: a ``CausalState`` the caller holds keeps, for each layer,
+  the last ``P`` frames it saw and the absolute position reached, so windows of any length chain into
+  exactly the outputs of one pass over the whole video, in memory bounded by the window. The state lives in
+  that object, never in the layers: a forward call continues the stream of the state made active around it
+  (``with state.active(): model.encoder(window)``) and is a plain one-shot pass otherwise, so an open,
+  interrupted or interleaved stream cannot change any other call.
 
 Normalisation (GroupNorm) and attention act on each frame separately, so they are causal too.
 """
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +37,41 @@ from .blocks import AttnBlock, Ops
 class _Stream:
     cache: torch.Tensor | None = None  # the last P input frames (absolute positions seen - P .. seen - 1)
     seen: int = 0  # input frames consumed so far
+
+
+class CausalState:
+    """The carry of one video being streamed through ``module``: one ``_Stream`` per causal layer.
+
+    The caller holds it for as long as the video lasts and makes it active around each forward call
+    (``with state.active(): ...``); layers outside ``module`` are not carried. Activation is scoped with a
+    ``ContextVar``, so it is per thread and ends with the ``with`` block; never keep a state active across a
+    ``yield`` (the generator's caller would run inside it): activate it around each step instead.
+    """
+
+    def __init__(self, module: nn.Module) -> None:
+        self._streams = {m: _Stream() for m in module.modules() if isinstance(m, (CausalConv3d, CausalUpsample))}
+
+    def stream_of(self, layer: nn.Module) -> _Stream:
+        """The carry of ``layer`` (a fresh, unrecorded one for layers this state does not cover)."""
+        return self._streams.get(layer) or _Stream()
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[CausalState]:
+        """Forward calls inside this block continue this state's video."""
+        token = _ACTIVE.set(self)
+        try:
+            yield self
+        finally:
+            _ACTIVE.reset(token)
+
+
+_ACTIVE: ContextVar[CausalState | None] = ContextVar("causal_state", default=None)
+
+
+def _stream_of(layer: nn.Module) -> _Stream:
+    """The active state's carry of ``layer``, or a fresh one (a one-shot pass) when no state is active."""
+    state = _ACTIVE.get()
+    return state.stream_of(layer) if state is not None else _Stream()
 
 
 class CausalConv3d(nn.Module):
@@ -57,13 +96,12 @@ class CausalConv3d(nn.Module):
         self.temporal_stride, self.spatial_stride = stride
         self.spatial_padding = kernel // 2 if spatial_padding is None else spatial_padding
         self.past = kt - 1  # P: frames of context each output reads before its own
-        self._stream: _Stream | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pad = self.spatial_padding
         if x.ndim == 4:
             return F.conv2d(x, self.conv.weight.sum(2), self.conv.bias, self.spatial_stride, pad)
-        stream = self._stream if self._stream is not None else _Stream()
+        stream = _stream_of(self)
         length = x.shape[2]
         context = stream.cache if stream.cache is not None else x[:, :, :1].expand(-1, -1, self.past, -1, -1)
         full = torch.cat([context, x], dim=2) if self.past else x
@@ -124,11 +162,10 @@ class CausalUpsample(nn.Module):
         super().__init__()
         self.temporal = temporal
         self.conv = CausalConv3d(channels, channels, 3)
-        self._stream: _Stream | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim == 5 and self.temporal:
-            stream = self._stream if self._stream is not None else _Stream()
+            stream = _stream_of(self)
             repeats = torch.full((x.shape[2],), 2, device=x.device)
             if stream.seen == 0 and x.shape[2] > 0:
                 repeats[0] = 1
@@ -158,14 +195,9 @@ def causal_ops(temporal_downsamplings: int) -> Ops:
 
 
 @contextlib.contextmanager
-def streaming(module: nn.Module) -> Iterator[None]:
-    """Inside this block, successive forward calls on ``module`` continue one video: every causal layer
-    carries its past frames from call to call. The state is dropped on exit."""
-    layers = [m for m in module.modules() if isinstance(m, (CausalConv3d, CausalUpsample))]
-    for layer in layers:
-        layer._stream = _Stream()
-    try:
-        yield
-    finally:
-        for layer in layers:
-            layer._stream = None
+def streaming(module: nn.Module) -> Iterator[CausalState]:
+    """Inside this block, successive forward calls on ``module`` continue one video: a fresh ``CausalState``
+    is active for the block and dropped on exit. For straight-line code only; generators use
+    ``CausalState.active`` around each step (see ``CausalState``)."""
+    with CausalState(module).active() as state:
+        yield state

@@ -10,6 +10,7 @@ from typing import ClassVar
 
 import safetensors.torch
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from .._atomic import atomic_target
@@ -189,6 +190,9 @@ class Tokenizer(nn.Module):
 
         Loading is strict: weights whose names or shapes differ from what the config builds raise a
         ``ValueError`` listing the tensors. A missing directory or file raises ``FileNotFoundError``.
+        Both files are untrusted input: an invalid ``config.json``, or one that describes other tensors than
+        ``model.safetensors`` holds, raises ``ValueError`` before any weight is allocated (see
+        ``_check_weights_header``), so a config cannot make loading allocate more than the file holds.
         """
         directory = resolve_pretrained(name_or_path)
         if not directory.is_dir():
@@ -199,8 +203,8 @@ class Tokenizer(nn.Module):
         for path in (config_path, weights_path):
             if not path.is_file():
                 raise FileNotFoundError(f"{str(path)!r} does not exist (save_pretrained writes it)")
-        data = json.loads(config_path.read_text())
-        if not isinstance(data, dict) or data.pop("format", None) != FORMAT:
+        data = read_config_json(config_path)
+        if data.pop("format", None) != FORMAT:
             raise ValueError(f"{str(config_path)!r} is not a {FORMAT} config (its 'format' is not {FORMAT!r})")
         version = data.pop("version", None)
         if not isinstance(version, int) or not 1 <= version <= VERSION:
@@ -211,9 +215,37 @@ class Tokenizer(nn.Module):
                 f"{str(directory)!r} holds a {kind} tokenizer, not a {cls.model_kind} one; "
                 "tokenizer.load_tokenizer() loads either"
             )
-        model = cls(cls.config_class.from_dict(data))
-        model._load_checked(safetensors.torch.load_file(str(weights_path), device="cpu"), str(weights_path))
+        try:
+            config = cls.config_class.from_dict(data)
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValueError(
+                f"{str(config_path)!r} is not a valid {cls.model_kind} tokenizer config: {error}"
+            ) from None
+        cls._check_weights_header(config, weights_path)
+        try:
+            state = safetensors.torch.load_file(str(weights_path), device="cpu")
+        except SafetensorError as error:
+            raise ValueError(f"{str(weights_path)!r} is not a readable safetensors file: {error}") from None
+        model = cls(config)
+        model._load_checked(state, str(weights_path))
         return model.eval()
+
+    @classmethod
+    def _check_weights_header(cls, config: TokenizerConfig, weights_path: Path) -> None:
+        """Raise ``ValueError`` unless ``weights_path`` holds exactly the tensors (names and shapes) that ``config``
+        builds, reading only the file's header and building the model on the meta device (no storage): a
+        config that asks for a huge model (``ch=2048``, ``codebook_size=2**31 - 1``) fails here, cheaply.
+        safetensors checks that the header's shapes match the file's length, so the model then loaded is no
+        bigger than the file."""
+        try:
+            with safe_open(str(weights_path), framework="pt") as handle:
+                names = handle.keys()
+                found = {name: torch.empty(handle.get_slice(name).get_shape(), device="meta") for name in names}
+        except SafetensorError as error:
+            raise ValueError(f"{str(weights_path)!r} is not a readable safetensors file: {error}") from None
+        with torch.device("meta"):
+            skeleton = cls(config)
+        check_state_dict(skeleton.state_dict(), found, str(weights_path))
 
     @classmethod
     def from_taming(
@@ -244,6 +276,17 @@ class Tokenizer(nn.Module):
     def _load_checked(self, state: Mapping[str, torch.Tensor], source: str) -> None:
         check_state_dict(self.state_dict(), state, source)
         self.load_state_dict(state, strict=True)
+
+
+def read_config_json(path: Path) -> dict:
+    """The JSON object in ``path`` (a model's ``config.json``); ``ValueError`` naming the file when it is not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{str(path)!r} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):  # a file's content: ValueError, like any other bad config
+        raise ValueError(f"{str(path)!r} must hold a JSON object, got {type(data).__name__}")  # noqa: TRY004
+    return data
 
 
 def resolve_pretrained(name_or_path: str | os.PathLike[str]) -> Path:

@@ -4,8 +4,10 @@ Clips have ``1 + k * temporal_factor`` frames and give ``1 + k`` token frames: t
 its own (so an image ``[B, 3, H, W]``, treated as a 1-frame clip, gets ``[B, h, w]`` tokens equal to that
 clip's), and each later group of ``temporal_factor`` frames shares one token frame. Tokens of frame group
 ``g`` never depend on later frames. Long videos go through ``encode_windows`` / ``decode_windows``: windows
-chained through the causal layers' state give the tokens of one pass over the whole video, in memory
-bounded by the window. Layers: ``tokenizer.models.causal``; everything else is the image tokenizer's.
+chained through a ``CausalState`` each generator holds give the tokens of one pass over the whole video, in
+memory bounded by the window; the model itself keeps no stream state, so an open or abandoned generator
+never changes ``encode``/``decode`` or another generator. Layers: ``tokenizer.models.causal``; everything
+else is the image tokenizer's.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import ClassVar
 import torch
 
 from .blocks import Ops
-from .causal import causal_ops, streaming
+from .causal import CausalState, causal_ops
 from .config import TokenizerConfig
 from .tokenizer import Tokenizer
 
@@ -30,6 +32,8 @@ class VideoTokenizerConfig(TokenizerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.patch_size != 1 or self.num_resamples is not None:
+            raise ValueError("the causal video tokenizer takes neither patch_size nor num_resamples (image options)")
         factor = self.temporal_factor
         if isinstance(factor, bool) or not isinstance(factor, int) or factor < 1 or factor & (factor - 1):
             raise ValueError(f"temporal_factor must be a power of two >= 1, got {factor!r}")
@@ -85,18 +89,22 @@ class VideoTokenizer(Tokenizer):
         ``temporal_factor``; each yields its token frames ``[B, t_i', h, w]``. Concatenated, they equal
         ``encode`` of the whole video (up to floating-point rounding at code boundaries).
         """
-        with streaming(self):
-            for number, window in enumerate(windows):
-                self._check_window(window, first=number == 0)
-                yield self.quantize(self.quant_conv(self.encoder(window))).indices
+        state = CausalState(self)
+        for number, window in enumerate(windows):
+            self._check_window(window, first=number == 0)
+            with state.active():  # active only while this window runs, never across the yield
+                tokens = self.quantize(self.quant_conv(self.encoder(window))).indices
+            yield tokens
 
     @torch.no_grad()
     def decode_windows(self, token_windows: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
         """Pixels of a long video from consecutive token windows (the first holding token frame 0):
         a window of ``n`` token frames gives ``frames_for(n)`` frames first, ``n * temporal_factor`` later."""
-        with streaming(self):
-            for tokens in token_windows:
-                yield self.decode(tokens)
+        state = CausalState(self)
+        for tokens in token_windows:
+            with state.active():
+                pixels = self.decode(tokens)
+            yield pixels
 
     def _check_window(self, window: torch.Tensor, first: bool) -> None:
         Tokenizer._check_pixels(self, window)

@@ -71,30 +71,30 @@ def _check_parity(model: diffusers.VQModel, path: Path, height: int, width: int)
 
 CONFIGS = {
     # two levels, attention at the lowest one in encoder and decoder and in the mid blocks
-    "attention": dict(
-        block_out_channels=(32, 64),
-        down_block_types=(DOWN, "Attn" + DOWN),
-        up_block_types=("Attn" + UP, UP),
-        layers_per_block=1,
-    ),
+    "attention": {
+        "block_out_channels": (32, 64),
+        "down_block_types": (DOWN, "Attn" + DOWN),
+        "up_block_types": ("Attn" + UP, UP),
+        "layers_per_block": 1,
+    },
     # aMUSEd-style: no mid attention, indices decoded through the codebook, a wider codebook than the latents
-    "amused": dict(
-        block_out_channels=(32, 64),
-        down_block_types=(DOWN, DOWN),
-        up_block_types=(UP, UP),
-        layers_per_block=2,
-        mid_block_add_attention=False,
-        lookup_from_codebook=True,
-        vq_embed_dim=8,
-        force_upcast=True,
-    ),
+    "amused": {
+        "block_out_channels": (32, 64),
+        "down_block_types": (DOWN, DOWN),
+        "up_block_types": (UP, UP),
+        "layers_per_block": 2,
+        "mid_block_add_attention": False,
+        "lookup_from_codebook": True,
+        "vq_embed_dim": 8,
+        "force_upcast": True,
+    },
     # three levels (f4) with a channel change in the middle and attention at the highest resolution
-    "three_levels": dict(
-        block_out_channels=(32, 64, 64),
-        down_block_types=("Attn" + DOWN, DOWN, DOWN),
-        up_block_types=(UP, UP, "Attn" + UP),
-        layers_per_block=2,
-    ),
+    "three_levels": {
+        "block_out_channels": (32, 64, 64),
+        "down_block_types": ("Attn" + DOWN, DOWN, DOWN),
+        "up_block_types": (UP, UP, "Attn" + UP),
+        "layers_per_block": 2,
+    },
 }
 
 

@@ -83,7 +83,7 @@ def test_convert_writes_our_model_folder(taming_ckpt, tmp_path):
 def test_encode_and_decode_take_a_checkpoint_as_model(taming_ckpt, tmp_path):
     from PIL import Image
 
-    path, reference = taming_ckpt
+    path, _ = taming_ckpt
     photos = tmp_path / "photos"
     photos.mkdir()
     pixels = (torch.rand(16, 24, 3, generator=torch.Generator().manual_seed(2)) * 255).byte().numpy()

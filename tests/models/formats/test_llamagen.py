@@ -19,8 +19,14 @@ import torch
 import torch.nn.functional as F
 
 from tokenizer.models.config import TokenizerConfig
-from tokenizer.models.formats import detect_family, inspect_checkpoint, load_checkpoint, read_checkpoint
-from tokenizer.models.formats import llamagen, taming
+from tokenizer.models.formats import (
+    detect_family,
+    inspect_checkpoint,
+    llamagen,
+    load_checkpoint,
+    read_checkpoint,
+    taming,
+)
 from tokenizer.models.tokenizer import Tokenizer
 from tokenizer.quantizers import VQConfig
 

@@ -133,4 +133,3 @@ def load(checkpoint: Checkpoint, config: Magvit2Config, *, use_ema: bool = True)
     state = to_tokenizer_state(state_dict(checkpoint), names, use_ema=use_ema)
     model._load_checked(state, str(checkpoint.source))
     return model.eval()
-

@@ -18,7 +18,6 @@ Containers, recognised by content (the suffix only picks ``.safetensors`` and a 
 from __future__ import annotations
 
 import ast
-import json
 import os
 import pickle
 import zipfile
@@ -31,6 +30,7 @@ import safetensors
 import safetensors.torch
 import torch
 
+from ..tokenizer import read_config_json
 from ._unpickler import StandIn, archive_prefix, load_pickle_stream, load_torch_zip
 
 # keys under which checkpoints of the field keep a state dict (Lightning, LlamaGen, EMA copies)
@@ -75,7 +75,7 @@ def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
         if not files:
             raise FileNotFoundError(f"{str(path)!r} holds no weight files ({', '.join(WEIGHT_SUFFIXES)})")
         config_path = path / "config.json"
-        config = json.loads(config_path.read_text()) if config_path.is_file() else None
+        config = read_config_json(config_path) if config_path.is_file() else None
         state_dicts: dict[str, dict[str, torch.Tensor]] = {}
         for file in files:
             for key, sd in _read_file(file).items():
