@@ -33,7 +33,13 @@ class PeerModel(nn.Module):
     def __init__(self, ch_mult: tuple[int, ...], z_channels: int) -> None:
         super().__init__()
         ddconfig = {
-            "ch": 32, "out_ch": 3, "in_channels": 3, "num_res_blocks": 1, "z_channels": z_channels, "ch_mult": ch_mult, "resolution": 32
+            "ch": 32,
+            "out_ch": 3,
+            "in_channels": 3,
+            "num_res_blocks": 1,
+            "z_channels": z_channels,
+            "ch_mult": ch_mult,
+            "resolution": 32,
         }
         self.encoder = peer_model.Encoder(**ddconfig)
         self.decoder = peer_model.Decoder(**ddconfig)
