@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import run
 
+from tests._models import small_video_model
 from tokenizer.models import VideoTokenizer, VideoTokenizerConfig
 from tokenizer.quantizers import FSQConfig
 
@@ -34,12 +35,8 @@ def throughput_model() -> VideoTokenizer:
 
 
 def long_video_model() -> VideoTokenizer:
-    torch.manual_seed(0)
-    config = VideoTokenizerConfig(
-        ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(), z_channels=8, temporal_factor=4,
-        quantizer=FSQConfig(levels=(8, 5, 5, 5), dim=8),
-    )  # fmt: skip
-    return VideoTokenizer(config).eval()
+    """The small causal model the video pipeline tests run (tests/_models.py)."""
+    return small_video_model()
 
 
 def clip_batch(device: torch.device) -> int:

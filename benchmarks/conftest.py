@@ -15,6 +15,7 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parent.parent))  # the repository root: tests._models
 
 from _measure import bench_device, peak_memory_bytes, sync
 

@@ -8,9 +8,11 @@ import argparse
 import os
 import pickle
 import platform
+import re
 import sys
 
 import torch
+from safetensors import SafetensorError
 
 from . import __version__
 
@@ -39,7 +41,9 @@ def _train(args: argparse.Namespace) -> int:
     from .train_config import load_train_config
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    overrides = {"out_dir": args.out_dir} if args.out_dir else None
+    overrides = {"out_dir": args.out_dir} if args.out_dir else {}
+    if args.data:
+        overrides["data.train"] = args.data
     config = load_train_config(args.config, overrides)
     Trainer(config, resume=args.resume, overwrite=args.overwrite, device=args.device).train(until=args.until)
     return 0
@@ -49,16 +53,17 @@ def _encode(args: argparse.Namespace) -> int:
     """Tokenize images into token shards (see README, "Tokenize a dataset")."""
     import logging
 
+    from .data.containers import TableColumns
     from .data.items import VideoSampling
     from .data.preprocess import ImagePreprocess
     from .data.sources import collect_inputs, media_kind
     from .models import load_tokenizer, shipped_model_dir
-    from .pipeline import EncodeOptions, StrictModeError, encode_dataset
+    from .pipeline import EncodeOptions, OutputBusyError, StrictModeError, encode_dataset
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
-    inputs = collect_inputs(args.inputs)
+    inputs = collect_inputs(args.inputs, special_files=True)  # FIFOs, folders named x.jpg, ...: reported
     if args.model is None:  # the shipped defaults: the video one as soon as there is a video to tokenize
-        videos = any(media_kind(p) == "video" for p in inputs)
+        videos = any(media_kind(p) == "video" and p.is_file() for p in inputs)
         name = "default-video" if videos else "default"
         model = load_tokenizer(shipped_model_dir(name))
         print(f"using the shipped tokenizer {name!r}" + (" (the inputs hold videos, so it tokenizes the images "
@@ -66,7 +71,9 @@ def _encode(args: argparse.Namespace) -> int:
     else:
         model = load_tokenizer(args.model, format=args.format)
     options = EncodeOptions(
-        preprocess=ImagePreprocess(args.resize, args.size, args.crop, model.downsample_factor),
+        preprocess=ImagePreprocess(
+            args.resize, args.size, args.crop, model.downsample_factor, args.max_pixels, args.too_large
+        ),
         video=VideoSampling(args.clip_frames, args.frame_stride, args.fps, args.start, args.window),
         shard_size=args.shard_size,
         batch_size=args.batch_size,
@@ -74,13 +81,24 @@ def _encode(args: argparse.Namespace) -> int:
         device=args.device,
         dtype=args.dtype,
         strict=args.strict,
+        max_file_bytes=args.max_file_bytes,
+        columns=TableColumns(args.image_column, tuple(filter(None, (args.keep_columns or "").split(",")))),
     )
     try:
         summary = encode_dataset(inputs, model, args.out, options)
     except StrictModeError as err:
-        print(f"error (--strict): {err}", file=sys.stderr)
+        print(f"error (--strict): {err}; stopped there (without --strict, bad inputs go to errors.jsonl and the "
+              "run goes on)", file=sys.stderr)  # fmt: skip
         return 1
+    except (OutputBusyError, ImportError) as err:  # ImportError: Parquet inputs without pyarrow
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     print(summary.line())
+    if summary.items == 0 and summary.shards_skipped == 0:  # nothing done now, nothing done before
+        why = (f"all {summary.errors} inputs failed (the reasons are in {os.path.join(args.out, 'errors.jsonl')})"
+               if summary.errors else "no input files were found")  # fmt: skip
+        print(f"error: nothing was tokenized: {why}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -150,6 +168,33 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+_BYTE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def _byte_size(text: str) -> int:
+    """``"1048576"``, ``"256M"``, ``"2GiB"`` -> bytes (K, M, G, T are powers of 1024)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([kmgt]?)(?:i?b)?\s*", text, flags=re.IGNORECASE)
+    if match is None or int(match[1]) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive size like 1048576, 256M or 2G, got {text!r}")
+    return int(match[1]) * _BYTE_UNITS[match[2].lower()]
+
+
+def _pixel_budget(text: str) -> int | None:
+    """``"16777216"`` or ``"4096x4096"`` -> pixels; ``"0"`` or ``"none"`` -> None (no budget)."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:[x*]\s*(\d+)\s*)?", text.lower())
+    if text.strip().lower() == "none" or (match and int(match[1]) == 0 and match[2] is None):
+        return None
+    if match is None or int(match[1]) * int(match[2] or 1) < 1:
+        raise argparse.ArgumentTypeError(f"expected a pixel count like 16777216 or 4096x4096, or 0/none, got {text!r}")
+    return int(match[1]) * int(match[2] or 1)
+
+
+ENCODE_EXIT_STATUS = (
+    "exit status: 0 when items were tokenized (bad inputs are skipped into OUT/errors.jsonl) or a rerun found "
+    "everything done; 1 when nothing was tokenized (every input failed, or none was found) or --strict met a "
+    "bad input; 2 for bad arguments, a model that cannot be loaded, or an output folder in use or made differently"
+)
+
 FORMAT_HELP = (
     "how to read --model/PATH: 'tessera' (our model folders), or a checkpoint family: taming, llamagen, "
     "diffusers, cosmos, magvit2 (default: detected from the file)"
@@ -157,11 +202,18 @@ FORMAT_HELP = (
 
 
 def main(argv: list[str] | None = None) -> int:
+    from .data.pixel_budget import DEFAULT_MAX_PIXELS
+
     parser = argparse.ArgumentParser(
         prog="tokenizer", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        help="one of the commands below; `tokenizer COMMAND --help` lists its options",
+    )
     sub.add_parser("backends", help="show which kernel path (triton or torch) each device uses").set_defaults(
         func=_backends
     )
@@ -173,12 +225,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     train.add_argument("--out-dir", help="override the config's out_dir")
     train.add_argument(
+        "--data",
+        action="append",
+        metavar="PATH",
+        help="training images/videos: a folder, file, glob or list; repeat for more. Replaces the config's data.train",
+    )
+    train.add_argument(
         "--until", type=int, help="stop (with a checkpoint) after this step; the schedule still spans `steps`"
     )
     train.add_argument("--device", help="torch device (default: this rank's GPU, else the CPU)")
     train.set_defaults(func=_train)
-    encode = sub.add_parser("encode", help="tokenize images and videos into token shards (resumable)")
-    encode.add_argument("inputs", nargs="+", help="folders (recursive), files, globs, or .txt/.jsonl lists of paths")
+    encode = sub.add_parser(
+        "encode", help="tokenize images and videos into token shards (resumable)", epilog=ENCODE_EXIT_STATUS
+    )
+    encode.add_argument(
+        "inputs", nargs="+",
+        help="folders (recursive), files, globs, brace ranges (shards/{00000..00099}.tar), .txt/.jsonl lists of "
+        "paths; WebDataset .tar shards and .parquet files (a Hugging Face dataset's) are read sample by sample",
+    )  # fmt: skip
     encode.add_argument(
         "--model",
         help="a model folder (save_pretrained / a training checkpoint) or a shipped name; default: 'default' "
@@ -188,28 +252,77 @@ def main(argv: list[str] | None = None) -> int:
     encode.add_argument("--format", help=FORMAT_HELP)
     encode.add_argument("--out", required=True, help="output folder for shards, manifest.jsonl and errors.jsonl")
     encode.add_argument("--resize", type=int, help="resize the shorter side to this many pixels first")
-    encode.add_argument("--size", type=int, help="square crop side (a multiple of the model's downsampling)")
+    encode.add_argument(
+        "--size", type=int,
+        help="square crop side (a multiple of the model's downsampling); an image whose shorter side (after "
+        "--resize) is smaller is first scaled up to it, and its manifest row says \"upscaled\": true",
+    )  # fmt: skip
     encode.add_argument("--crop", choices=["center", "random"], default="center", help="where --size crops")
     encode.add_argument("--clip-frames", type=int, help="videos: one clip of this many frames (default: whole video)")
     encode.add_argument("--frame-stride", type=int, default=1, help="videos: take every n-th frame")
     encode.add_argument("--fps", type=float, help="videos (with --clip-frames): resample to this frame rate")
     encode.add_argument("--start", type=float, default=0.0, help="videos: start time in seconds")
     encode.add_argument("--window", type=int, default=32, help="whole videos: frames per window (bounds memory)")
-    encode.add_argument("--batch-size", type=int, default=16)
-    encode.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="decoding processes")
-    encode.add_argument("--shard-size", type=int, default=1000, help="input files per shard")
+    encode.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="images of one shape encoded together (default 16; more is faster, uses more memory)",
+    )
+    encode.add_argument(
+        "--workers",
+        type=int,
+        default=min(4, os.cpu_count() or 1),
+        help="processes that read and decode input files in parallel (0: none, read in this process)",
+    )
+    encode.add_argument(
+        "--shard-size", type=int, default=1000, help="input files (or samples of one tar/Parquet file) per shard"
+    )
+    encode.add_argument(
+        "--image-column", metavar="NAME",
+        help="Parquet inputs: the column of image bytes (binary or a {bytes, path} struct); default: the column "
+        "the file's Hugging Face metadata calls an Image, else the only column of either type",
+    )  # fmt: skip
+    encode.add_argument(
+        "--keep-columns", metavar="A,B",
+        help="Parquet inputs: other columns copied into each manifest row's \"meta\" (e.g. caption,label); tar "
+        "shards always copy their .json/.txt/.cls members there",
+    )  # fmt: skip
     encode.add_argument("--device", help="torch device (default: this rank's GPU, else the CPU)")
     encode.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32", help="encoder autocast dtype")
     encode.add_argument("--strict", action="store_true", help="stop with exit code 1 at the first bad input")
+    encode.add_argument(
+        "--max-file-bytes", type=_byte_size, metavar="SIZE",
+        help="largest input file to read, e.g. 64M or 2G (larger ones go to errors.jsonl as too_large_file); "
+        "default 256M for images, which are read whole into memory (this bounds it), and 16G for videos, which "
+        "are streamed (this bounds the time spent on one file); a value given applies to both",
+    )  # fmt: skip
+    encode.add_argument(
+        "--max-pixels", type=_pixel_budget, default=DEFAULT_MAX_PIXELS, metavar="N",
+        help="pixel budget of one image as stored, e.g. 16777216 or 4096x4096 (the default, 16 MP); 0 or none: "
+        "no budget. Its size is read from the header before decoding; see --too-large",
+    )  # fmt: skip
+    encode.add_argument(
+        "--too-large", choices=["downscale", "skip"], default="downscale",
+        help="an image over --max-pixels: 'downscale' (default) resizes it to fit, aspect kept (Lanczos), and its "
+        "manifest row adds scale and scaled_size; 'skip' reports it in errors.jsonl as too_large",
+    )  # fmt: skip
     encode.set_defaults(func=_encode)
 
     decode = sub.add_parser("decode", help="decode a token folder back into images (PNG) and videos (mp4)")
     decode.add_argument("tokens", help="a token folder written by `tokenizer encode`")
     decode.add_argument("--model", help="the model that made the tokens (default: the shipped one that did)")
     decode.add_argument("--format", help=FORMAT_HELP)
-    decode.add_argument("--out", required=True, help="folder for the decoded PNGs")
-    decode.add_argument("--batch-size", type=int, default=16)
-    decode.add_argument("--device")
+    decode.add_argument(
+        "--out", required=True, help="folder for the reconstructions: a PNG per image, an mp4 per video"
+    )
+    decode.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="token grids of one shape decoded together (default 16; videos go one at a time)",
+    )
+    decode.add_argument("--device", help="torch device (default: the GPU if there is one, else the CPU)")
     decode.set_defaults(func=_decode)
 
     demo = sub.add_parser("demo", help="tokenize the bundled sample photos and clip with the shipped tokenizers")
@@ -235,12 +348,41 @@ def main(argv: list[str] | None = None) -> int:
     convert.set_defaults(func=_convert)
 
     info = sub.add_parser("info", help="summarise a model folder or a token folder")
-    info.add_argument("path")
+    info.add_argument(
+        "path",
+        help="a token folder (from `tokenizer encode`), a model folder, or a shipped "
+        "model's name (default, default-video), resolved as --model resolves it",
+    )
     info.set_defaults(func=_info)
 
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (FileNotFoundError, ValueError, pickle.UnpicklingError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except USER_ERRORS as err:
+        print(f"error: {_error_line(err)}", file=sys.stderr)
         return 2
+
+
+# What bad input or a bad environment raises: bad files and arguments (ValueError, which includes JSON and
+# decoding errors), files that cannot be read or written (OSError: missing, a file where a folder belongs,
+# read-only, a full disk), pickles refused and safetensors containers that do not parse. Anything else
+# (TypeError, KeyError, ...) is a bug of ours and keeps its traceback.
+USER_ERRORS = (OSError, ValueError, pickle.UnpicklingError, SafetensorError)
+
+
+def _error_line(err: BaseException) -> str:
+    """One line for a user-facing failure, naming the file where the error knows it."""
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        where = os.fsdecode(err.filename)
+        if isinstance(err, FileExistsError) and not os.path.isdir(where):
+            return f"{where}: exists and is not a folder"
+        return f"{where}: {err.strerror}"
+    if isinstance(err, SafetensorError):
+        return f"not a readable safetensors file: {err}"
+    parts: list[str] = []  # a multi-line message (a list of tensors) as one line
+    for line in filter(None, (line.strip() for line in str(err).splitlines())):
+        if parts and parts[-1].endswith(":"):
+            parts[-1] += " " + line
+        else:
+            parts.append(line)
+    return "; ".join(parts)

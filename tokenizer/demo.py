@@ -9,8 +9,9 @@ It runs the code behind ``tokenizer encode`` and ``tokenizer decode``, then meas
     OUT/report.md, OUT/report.json              per item: pixels, token grid, bits per pixel, PSNR, SSIM
 
 Bits per pixel: ``bpp = tokens * log2(codebook_size) / (frames * H * W)``. PSNR and SSIM (``tokenizer.metrics``)
-compare the pixels the encoder saw (cropped to the token factor) with the decoded ones. An item is marked
-held out ("yes") or trained on ("no") when the model's ``card.json`` names its file (by name or stem).
+compare the pixels the encoder saw (cropped to the token factor) with the decoded ones, which are decoded once,
+by ``decode_folder``, as it writes them. An item is marked held out ("yes") or trained on ("no") when the
+model's ``card.json`` lists its file name exactly under ``held_out`` or ``train``; "?" when it lists neither.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from .data.video import iter_frames
 from .data.video_write import write_side_by_side
 from .models import Tokenizer, VideoTokenizer, load_tokenizer, resolve_pretrained
 from .pipeline import EncodeOptions, OutputMismatchError, encode_dataset
-from .reconstruct import decode_folder, decode_video_tokens
+from .reconstruct import decode_folder
 from .tokens import TokenDataset
 
 log = logging.getLogger(__name__)
@@ -137,10 +138,13 @@ def run_demo(
             _remove_outputs(out_dir, kind)
             encode_dataset(list(paths), model, token_dir, options)
         report.skipped += [{"source": r["source"], "error": r["error"]} for r in _jsonl(token_dir / "errors.jsonl")]
-        decode_folder(token_dir, model, out_dir / "reconstructions" / f"{kind}s", device=device, progress=progress)
+        decoded: dict[int, list[torch.Tensor]] = {}  # index -> its pixels (a video: window by window)
+        decode_folder(token_dir, model, out_dir / "reconstructions" / f"{kind}s", device=device, progress=progress,
+                      on_decoded=lambda index, _, pixels, into=decoded: into.setdefault(index, []).append(pixels))  # fmt: skip
         names = _card_names(name)
-        for item in TokenDataset(token_dir):
-            original, reconstruction = _original_and_reconstruction(model, item)
+        for index, item in enumerate(TokenDataset(token_dir)):
+            original = _original(model, item)
+            reconstruction = torch.cat(decoded[index], dim=1) if kind == "video" else decoded[index][0]
             report.items.append(_quality(item, model, original, reconstruction, names))
             if kind == "image":
                 pairs.append((original, reconstruction))
@@ -174,20 +178,16 @@ def side_by_side_image(
     return canvas
 
 
-@torch.no_grad()
-def _original_and_reconstruction(model: Tokenizer | VideoTokenizer, item: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """The pixels the encoder saw and the decoded ones, fp32 CPU ``[3, H, W]`` or ``[3, T, H, W]``."""
-    tokens, factor = item["tokens"], model.downsample_factor
+def _original(model: Tokenizer | VideoTokenizer, item: dict) -> torch.Tensor:
+    """The pixels the encoder saw, fp32 CPU ``[3, H, W]`` or ``[3, T, H, W]`` in ``[-1, 1]``."""
+    factor = model.downsample_factor
     if item.get("kind", "image") == "video":
         frames = iter_frames(item["source"], start=float(item.get("start", 0.0)), stride=int(item.get("stride", 1)))
         try:
-            original = crop_to_factor(torch.stack(list(islice(frames, item["frames"])), dim=1), factor)
+            return crop_to_factor(torch.stack(list(islice(frames, item["frames"])), dim=1), factor)
         finally:
             frames.close()
-        return original, decode_video_tokens(model, tokens)
-    original = load_for_tokenization(item["source"], ImagePreprocess(factor=factor)).pixels
-    device = next(model.parameters()).device
-    return original, model.decode(tokens[None].to(device))[0].float().cpu().clamp(-1, 1)
+    return load_for_tokenization(item["source"], ImagePreprocess(factor=factor)).pixels
 
 
 def _quality(
@@ -197,7 +197,6 @@ def _quality(
     frames_a, frames_b = as_frames(original), as_frames(reconstruction)
     tokens = item["tokens"]
     bits = tokens.numel() * math.log2(model.codebook_size)
-    name = Path(item["source"]).name
     return ItemQuality(
         source=str(item["source"]),
         kind=item.get("kind", "image"),
@@ -208,16 +207,16 @@ def _quality(
         bits_per_pixel=bits / frames_a[:, 0].numel(),
         psnr=metrics.psnr(frames_a, frames_b).mean().item(),
         ssim=metrics.ssim(frames_a, frames_b).mean().item(),
-        held_out=card.get(name, card.get(Path(name).stem)),
+        held_out=card.get(Path(item["source"]).name),
     )
 
 
 def _card_names(model: str) -> dict[str, bool]:
-    """File names and stems from the model's ``card.json``: True for held out, False for trained on."""
+    """The file names the model's ``card.json`` lists: True for held out, False for trained on (a name in both
+    lists counts as trained on: it was seen)."""
     card = resolve_pretrained(model) / "card.json"
     data = json.loads(card.read_text()) if card.is_file() else {}
-    return {n: held_out for key, held_out in (("train", False), ("held_out", True))
-            for name in data.get(key, []) for n in (name, Path(name).stem)}  # fmt: skip
+    return {name: held_out for key, held_out in (("held_out", True), ("train", False)) for name in data.get(key, [])}
 
 
 def _clip_view_name(source: str) -> str:

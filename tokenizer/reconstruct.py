@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
 from PIL import Image
-from tqdm import tqdm
 
-from ._atomic import atomic_target
+from ._atomic import NAME_MAX, atomic_target, remove_leftovers
 from ._distributed import default_device
+from ._progress import WorkProgress
 from .data.images import to_uint8
 from .data.video_write import write_video
 from .models import SHIPPED_MODELS, Tokenizer, VideoTokenizer, load_tokenizer, shipped_model_dir
 from .pipeline import tokenizer_identity
 from .tokens import TokenDataset
+
+# The names decode writes (output_name) and the stand-in of a name too long for its temporary name.
+_OUR_NAMES = re.compile(r"[0-9]{8}-.*\.(png|mp4)|[0-9a-f]{16}")
 
 
 def decode_folder(
@@ -26,13 +31,19 @@ def decode_folder(
     batch_size: int = 16,
     device: str | None = None,
     progress: bool = True,
+    on_decoded: Callable[[int, dict, torch.Tensor], None] | None = None,
 ) -> list[Path]:
     """Decode every item of a token folder into ``out_dir/NNNNNNNN-<source stem>.png`` (images) or ``.mp4``
-    (videos, at the tokenized frame rate; N: manifest order).
+    (videos, at the tokenized frame rate; N: manifest order). A stem too long for one file name is cut to
+    fit (``output_name``); temporary files an earlier, killed decode left in ``out_dir`` are removed first.
 
     The model must be the one that made the tokens (same weights hash), else ValueError. Images of one grid
-    shape are decoded together, ``batch_size`` at a time; videos one by one, window by window. Returns the
-    written paths in manifest order.
+    shape are decoded together, ``batch_size`` at a time; videos one by one, window by window. The progress
+    bar counts an item once its file is written and shows pixels/s (and frames/s for videos). ``on_decoded``,
+    if given, is called before each write with the item's index, its ``TokenDataset`` row and its decoded
+    pixels, fp32 CPU in ``[-1, 1]``: ``[3, H, W]`` for an image, ``[3, t, H, W]`` for each window of a video
+    in order (so a caller can measure the reconstructions without decoding again). Returns the written paths
+    in manifest order.
     """
     dataset = TokenDataset(token_dir)
     expected = dataset.identity.get("weights_sha256")
@@ -44,31 +55,59 @@ def decode_folder(
     model = model.to(device).eval()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(out_dir, _OUR_NAMES)
     written: dict[int, Path] = {}
-    buckets: dict[tuple[int, ...], list[tuple[int, torch.Tensor, str]]] = {}
+    buckets: dict[tuple[int, ...], list[tuple[int, dict]]] = {}
+    bar = WorkProgress(len(dataset), "decode", enabled=progress)
 
     def flush(shape: tuple[int, ...]) -> None:
         batch = buckets.pop(shape)
         with torch.no_grad():
-            pixels = model.decode(torch.stack([grid for _, grid, _ in batch]).to(device)).float().cpu()
-        for (index, _, source), image in zip(batch, pixels):
-            target = out_dir / f"{index:08d}-{Path(source).stem}.png"
+            pixels = model.decode(torch.stack([item["tokens"] for _, item in batch]).to(device)).float().cpu()
+        for (index, item), image in zip(batch, pixels.clamp(-1, 1)):
+            if on_decoded is not None:
+                on_decoded(index, item, image)
+            target = out_dir / output_name(index, item["source"], ".png")
             with atomic_target(target) as temporary:
                 Image.fromarray(to_uint8(image)).save(temporary, format="PNG")
             written[index] = target
+            bar.advance(1, pixels=image[0].numel())
 
-    for index in tqdm(range(len(dataset)), unit="item", desc="decode", disable=not progress, dynamic_ncols=True):
-        item = dataset[index]
-        if item.get("kind", "image") == "video":
-            written[index] = _decode_video(model, item, out_dir / f"{index:08d}-{Path(item['source']).stem}.mp4")
-            continue
-        shape = tuple(item["tokens"].shape)
-        buckets.setdefault(shape, []).append((index, item["tokens"], item["source"]))
-        if len(buckets[shape]) == batch_size:
+    def video_pieces(index: int, item: dict) -> Iterator[torch.Tensor]:
+        for piece in iter_video_pixels(model, item["tokens"]):
+            if on_decoded is not None:
+                on_decoded(index, item, piece)
+            yield piece
+            bar.advance(pixels=piece[0].numel(), frames=piece.shape[1])  # asked for the next: this one is written
+
+    with bar:
+        for index in range(len(dataset)):
+            item = dataset[index]
+            if item.get("kind", "image") == "video":
+                target = out_dir / output_name(index, item["source"], ".mp4")
+                written[index] = write_video(target, video_pieces(index, item), fps=float(item.get("fps") or 25.0))
+                bar.advance(1)
+                continue
+            shape = tuple(item["tokens"].shape)
+            buckets.setdefault(shape, []).append((index, item))
+            if len(buckets[shape]) == batch_size:
+                flush(shape)
+        for shape in list(buckets):
             flush(shape)
-    for shape in list(buckets):
-        flush(shape)
     return [written[i] for i in sorted(written)]
+
+
+def output_name(index: int, source: str, suffix: str, limit: int = NAME_MAX) -> str:
+    """``NNNNNNNN-<stem of source><suffix>``, the stem cut (whole characters) so the name takes at most
+    ``limit`` bytes in the filesystem's encoding; the index keeps cut names unique. A sample of a tar shard or
+    a Parquet row (``shard.tar#key``, ``file.parquet#row``) is named ``<container stem>-<key>``."""
+    prefix = f"{index:08d}-"
+    room = limit - len(os.fsencode(prefix + suffix))
+    container, mark, key = source.partition("#")
+    stem = f"{Path(container).stem}-{Path(key).name}" if mark and key else Path(source).stem
+    while len(os.fsencode(stem)) > room:
+        stem = stem[: -max(1, (len(os.fsencode(stem)) - room) // 4)]  # a character takes at most 4 bytes
+    return prefix + stem + suffix
 
 
 def shipped_model_for(token_dir: str | Path) -> tuple[str, Tokenizer]:
@@ -96,8 +135,3 @@ def iter_video_pixels(model: VideoTokenizer, tokens: torch.Tensor, window: int =
     chunks = (tokens[:, i : i + window] for i in range(0, tokens.shape[1], window))
     for pixels in model.decode_windows(chunks):
         yield pixels[0].float().cpu().clamp(-1, 1)
-
-
-def _decode_video(model: VideoTokenizer, item: dict, target: Path) -> Path:
-    """Decode and write a video window by window: memory holds one window, whatever the video's length."""
-    return write_video(target, iter_video_pixels(model, item["tokens"]), fps=float(item.get("fps") or 25.0))

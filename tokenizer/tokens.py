@@ -39,11 +39,14 @@ that depth, so ``shapes[i, 3] > 1`` says the same thing. In numpy::
         grid = tensors["tokens"][tensors["offsets"][i] : tensors["offsets"][i + 1]].astype(np.int64).reshape(shape)
 
 ``manifest.jsonl`` (written by the pipeline) has one JSON row per item with at least ``shard`` (file name),
-``position`` (index in that shard), ``source`` and ``shape``; ``TokenDataset`` serves items in its order.
+``position`` (index in that shard), ``source`` and ``shape``, and usually ``kind`` (``"image"`` or ``"video"``);
+``TokenDataset`` serves items in its order. Readers check rows, shards and ids against these rules and raise
+``ValueError`` naming the file on anything else: a token folder from elsewhere is untrusted input.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import struct
@@ -65,6 +68,7 @@ VIDEO = 1  # kind of a grid [t, h, w]
 MAX_VOCABULARY = 2**31  # int32 holds ids up to 2**31 - 1
 
 _TOKEN_DTYPES = {"U8": torch.uint8, "I16": torch.int16, "I32": torch.int32}
+_KIND_NAMES = ("image", "video")  # the manifest's "kind" of grid kind 0 and 1
 
 
 def token_dtype(vocabulary: int) -> torch.dtype:
@@ -93,8 +97,8 @@ def list_shards(directory: str | Path) -> list[Path]:
 
 def _depth(identity: dict[str, Any], where: str) -> int:
     depth = identity.get("depth", 1)
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"{where}['depth'] must be an int >= 1 when given, got {depth!r}")
+    if isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth < 2**63:  # shapes are int64
+        raise ValueError(f"{where}['depth'] must be an int in [1, 2**63) when given, got {depth!r}")
     return depth
 
 
@@ -196,7 +200,9 @@ class Shard:
     """One shard, opened memory-mapped: ``grid(i)`` reads only item ``i``'s bytes.
 
     The small index tensors (``offsets``, ``shapes``, ``kinds``) are read and checked on opening; the token
-    buffer is read slice by slice. A ``Shard`` pickles without its open file and reopens on first use.
+    buffer is read slice by slice, and each slice's ids are checked against the vocabulary when it is read
+    (a shard from elsewhere is untrusted input). A ``Shard`` pickles without its open file and reopens on
+    first use.
     """
 
     def __init__(self, path: str | Path) -> None:
@@ -254,7 +260,11 @@ class Shard:
             raise ValueError(f"{self.path}: kinds must be 0 or 1")
         if (shapes < 0).any() or (shapes[:, 3] != self.depth).any() or (shapes[kinds == IMAGE, 0] != 1).any():
             raise ValueError(f"{self.path}: inconsistent shapes (negative, depth != {self.depth}, or image t != 1)")
-        if int(offsets[0]) != 0 or int(offsets[-1]) != length or (offsets[1:] - offsets[:-1] != shapes.prod(1)).any():
+        # Python ints: a product or a difference of int64 values could wrap around and pass a tensor check.
+        starts = offsets.tolist()
+        steps = [stop - start for start, stop in itertools.pairwise(starts)]
+        sizes = [t * h * w * d for t, h, w, d in shapes.tolist()]
+        if starts[0] != 0 or starts[-1] != length or steps != sizes:
             raise ValueError(f"{self.path}: inconsistent offsets (they must step by each grid's size up to {length})")
 
     def __len__(self) -> int:
@@ -276,13 +286,25 @@ class Shard:
         return _grid_shape(int(self._kinds[i]), t, h, w, self.depth)
 
     def grid(self, i: int) -> torch.Tensor:
-        """Item ``i`` as an int64 tensor of its original shape (``[h, w]``, ``[t, h, w]``, + ``[depth]``)."""
+        """Item ``i`` as an int64 tensor of its original shape (``[h, w]``, ``[t, h, w]``, + ``[depth]``).
+
+        Raises ``ValueError`` naming the shard and the item when an id lies outside ``[0, vocabulary)``.
+        """
         i = self._index(i)
         handle = self.__dict__.get("_handle")
         if handle is None:
             handle = self._open()
         start, stop = self._starts[i], self._starts[i + 1]
-        return handle.get_slice("tokens")[start:stop].to(torch.int64).reshape(self.shape(i))
+        tokens = handle.get_slice("tokens")[start:stop]
+        vocabulary = self.identity["vocabulary"]
+        if tokens.numel():
+            low, high = (int(v) for v in torch.aminmax(tokens))
+            if low < 0 or high >= vocabulary:
+                raise ValueError(
+                    f"{self.path}: item {i} holds token id {low if low < 0 else high}, outside the vocabulary "
+                    f"[0, {vocabulary})"
+                )
+        return tokens.to(torch.int64).reshape(self.shape(i))
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -301,8 +323,9 @@ def read_shard(path: str | Path) -> Shard:
 class TokenDataset(Dataset):
     """The items of a token folder in ``manifest.jsonl`` order.
 
-    ``dataset[i]`` is the manifest row (``shard``, ``position``, ``source``, ``shape`` and any other keys) plus
-    ``"tokens"``: the int64 grid. Shards open on first use and stay open per process; pickling (DataLoader
+    ``dataset[i]`` is the manifest row (``shard``, ``position``, ``source``, ``shape`` and any other keys, such
+    as ``meta``: the captions, labels or kept columns of a tar or Parquet sample) plus ``"tokens"``: the int64
+    grid. Shards open on first use and stay open per process; pickling (DataLoader
     workers under spawn) drops them, and a forked worker reopens its own.
     """
 
@@ -320,11 +343,7 @@ class TokenDataset(Dataset):
                     row = json.loads(line)
                 except json.JSONDecodeError as error:
                     raise ValueError(f"{manifest}:{number}: not JSON: {error}") from None
-                missing = [
-                    k for k in ("shard", "position", "source", "shape") if not isinstance(row, dict) or k not in row
-                ]
-                if missing:
-                    raise ValueError(f"{manifest}:{number}: row lacks {missing}")
+                _check_row(row, f"{manifest}:{number}")
                 self.rows.append(row)
         self._shards: dict[str, Shard] = {}
         self._pid = os.getpid()
@@ -367,7 +386,16 @@ class TokenDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, Any]:
         row = self.rows[i]
-        grid = self.shard(row["shard"]).grid(int(row["position"]))
+        shard = self.shard(row["shard"])
+        position = row["position"]
+        if position >= len(shard):
+            raise ValueError(f"manifest row {i} names item {position} of {shard.path}, which holds {len(shard)} items")
+        if "kind" in row and row["kind"] != _KIND_NAMES[shard.kind(position)]:
+            raise ValueError(
+                f"manifest row {i} says kind {row['kind']!r}, but {shard.path}[{position}] is of kind "
+                f"{_KIND_NAMES[shard.kind(position)]!r}"
+            )
+        grid = shard.grid(position)
         if list(grid.shape) != list(row["shape"]):
             raise ValueError(
                 f"manifest row {i} says shape {row['shape']}, "
@@ -379,6 +407,33 @@ class TokenDataset(Dataset):
         state = self.__dict__.copy()
         state["_shards"] = {}
         return state
+
+
+def _check_row(row: Any, where: str) -> None:
+    """Raise ``ValueError`` naming ``where`` unless ``row`` is a well-typed manifest row (see the module
+    docstring): ``shard`` a file name in the folder, ``position`` an int >= 0, ``source`` a string, ``shape`` a
+    list of ints >= 0 and, when present, ``kind`` "image" or "video". Rows come from files, so never trusted:
+    every bad row is a ``ValueError``, also a badly typed one."""
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: a manifest row must be a JSON object, got {type(row).__name__}")  # noqa: TRY004
+    missing = [k for k in ("shard", "position", "source", "shape") if k not in row]
+    if missing:
+        raise ValueError(f"{where}: row lacks {missing}")
+    shard, position, shape = row["shard"], row["position"], row["shape"]
+    if not isinstance(shard, str) or not shard or shard.startswith(".") or "/" in shard or "\\" in shard:
+        raise ValueError(f"{where}: 'shard' must be the file name of a shard in this folder, got {shard!r}")
+    if not _is_count(position):
+        raise ValueError(f"{where}: 'position' must be an int >= 0, got {position!r}")
+    if not isinstance(row["source"], str):
+        raise ValueError(f"{where}: 'source' must be a string, got {row['source']!r}")  # noqa: TRY004
+    if not isinstance(shape, list) or not all(_is_count(n) for n in shape):
+        raise ValueError(f"{where}: 'shape' must be a list of ints >= 0, got {shape!r}")
+    if "kind" in row and row["kind"] not in _KIND_NAMES:
+        raise ValueError(f"{where}: 'kind' must be one of {list(_KIND_NAMES)}, got {row['kind']!r}")
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def to_sequence(grid: torch.Tensor, *, bos: int | None = None, eos: int | None = None, offset: int = 0) -> torch.Tensor:

@@ -75,11 +75,18 @@ class Trainer:
         device: str | torch.device | None = None,
     ) -> None:
         """``resume``: continue from the newest checkpoint in ``out_dir``. Without it, an ``out_dir`` that already
-        holds a run (checkpoints or log.jsonl) is refused, unless ``overwrite`` deletes that run's files first."""
+        holds a run (checkpoints or log.jsonl) is refused, unless ``overwrite`` deletes that run's files first.
+
+        Everything a config can get wrong (data paths, LPIPS weight files, a changed config on resume) is checked
+        before ``out_dir`` is touched: a failed start leaves no empty run folder and deletes nothing."""
         self.config = config
-        if not resume:
-            _claim_out_dir(Path(config.out_dir), overwrite)
-        self.train_images, self.train_videos = find_media(config.data.train)
+        self.train_images, self.train_videos = _find_media("data.train", config.data.train)
+        if not (self.train_images or self.train_videos):
+            raise ValueError(
+                f"data.train: no images or videos in {list(config.data.train)}: {_SET_TRAIN_DATA}"
+                if config.data.train
+                else f"data.train is not set: {_SET_TRAIN_DATA}"
+            )
         self.is_video = issubclass(model_class(config.model), VideoTokenizer)
         if self.train_videos and not self.is_video:
             raise ValueError(
@@ -87,7 +94,7 @@ class Trainer:
                 "the model is an image tokenizer: train a video model (model: video) or remove the videos"
             )
         if config.data.eval:
-            eval_images, eval_videos = find_media(config.data.eval)
+            eval_images, eval_videos = _find_media("data.eval", config.data.eval)
         else:
             eval_images, eval_videos = self.train_images, self.train_videos
         self.eval_images = eval_images[: config.eval_images]
@@ -98,8 +105,6 @@ class Trainer:
         self.world_size, self.rank, local_rank = init_from_environment()
         self.device = torch.device(device) if device is not None else default_device(local_rank)
         self.out_dir = Path(config.out_dir)
-        if self.rank == 0:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
 
         torch.manual_seed(config.seed)
         self.model = build_tokenizer(config.model).to(self.device)
@@ -116,6 +121,10 @@ class Trainer:
         self.step = 0
         if resume:
             self._load_latest()
+        else:
+            _claim_out_dir(self.out_dir, overwrite)
+        if self.rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
 
         self.train_model: torch.nn.Module = self.model
         if self.world_size > 1:
@@ -396,6 +405,23 @@ def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
         e.lerp_(p, 1.0 - decay)
     for e, b in zip(ema.buffers(), model.buffers()):
         e.copy_(b)
+
+
+_SET_TRAIN_DATA = (
+    "set data.train in the training config to your folders of images (and videos, for a video model), or pass "
+    "--data PATH to `tokenizer train` (the example configs in tools/configs hold placeholder paths)"
+)
+
+
+def _find_media(key: str, sources: tuple[str, ...]) -> tuple[list[Path], list[Path]]:
+    """``find_media(sources)``; a source that matches nothing is an error naming the config key and its remedy."""
+    try:
+        return find_media(sources)
+    except FileNotFoundError as error:
+        remedy = _SET_TRAIN_DATA if key == "data.train" else f"set {key} to held-out images, or remove it"
+        relative = any(not Path(s).is_absolute() for s in sources)
+        where = f" (relative paths are read from {Path.cwd()})" if relative else ""
+        raise FileNotFoundError(f"{key}: {error}{where}: {remedy}") from error
 
 
 RUN_FILES = ("checkpoints", "log.jsonl", "samples")  # what a training run writes into out_dir

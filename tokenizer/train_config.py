@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from .losses import VQGANLossConfig
 from .losses.discriminator import min_input_size
-from .models import TokenizerConfig, VideoTokenizerConfig, config_from_dict, config_to_dict
+from .models import MODEL_CLASSES, TokenizerConfig, VideoTokenizerConfig, config_from_dict, config_to_dict
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ class TrainConfig:
         raw = dict(raw)
         _reject_unknown("config", raw, cls)
         if "model" in raw:
-            raw["model"] = config_from_dict(raw["model"])
+            raw["model"] = _model_section(raw["model"])
         if "loss" in raw:
             raw["loss"] = VQGANLossConfig.from_dict(raw["loss"])
         for name, section in (("data", DataConfig), ("optim", OptimConfig)):
@@ -159,6 +159,19 @@ class TrainConfig:
         return cls(**raw)
 
 
+def _model_section(raw: Any) -> TokenizerConfig:
+    """The ``model`` section. The model configs name their own fields (``ch_mult``); here errors say the section."""
+    if not isinstance(raw, dict):
+        raise TypeError(f"model must be a mapping, got {type(raw).__name__}")
+    kind = raw.get("model", "image")
+    if kind in MODEL_CLASSES:
+        _reject_unknown("model", {k: v for k, v in raw.items() if k != "model"}, MODEL_CLASSES[kind].config_class)
+    try:
+        return config_from_dict(raw)
+    except (TypeError, ValueError) as error:
+        raise (TypeError if isinstance(error, TypeError) else ValueError)(f"model: {error}") from error
+
+
 def _reject_unknown(where: str, raw: dict[str, Any], cls: type) -> None:
     if not isinstance(raw, dict):
         raise TypeError(f"{where} must be a mapping, got {type(raw).__name__}")
@@ -168,7 +181,11 @@ def _reject_unknown(where: str, raw: dict[str, Any], cls: type) -> None:
 
 
 def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read a ``.yaml``/``.yml``/``.json`` training config; ``overrides`` replace top-level keys."""
+    """Read a ``.yaml``/``.yml``/``.json`` training config.
+
+    ``overrides`` replace top-level keys (a section whole), or with a dotted key one key of a section:
+    ``{"data.train": ["photos/"]}`` keeps the rest of ``data``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"training config {str(path)!r} does not exist")
@@ -183,5 +200,12 @@ def load_train_config(path: str | Path, overrides: dict[str, Any] | None = None)
         raise ValueError(f"training config {str(path)!r}: expected a .yaml, .yml or .json file")
     if not isinstance(raw, dict):
         raise TypeError(f"training config {str(path)!r} must hold a mapping at the top level")
-    raw.update(overrides or {})
+    for key, value in (overrides or {}).items():
+        section, dot, name = key.partition(".")
+        if not dot:
+            raw[key] = value
+        elif isinstance(raw.setdefault(section, {}), dict):
+            raw[section][name] = value
+        else:
+            raise TypeError(f"training config {str(path)!r}: {section} must be a mapping to override {key}")
     return TrainConfig.from_dict(raw)

@@ -63,6 +63,13 @@ QUANTIZERS = {
 ASSETS = Path(__file__).resolve().parent.parent / "tokenizer" / "assets" / "models"
 SAMPLES = ASSETS.parent / "samples"
 SAMPLE_CLIP = "pan-chelsea.mp4"  # the demo's video: a camera pan across a held-out photo
+# card.json names a photo that ships in tokenizer/assets/samples by its sample name (the demo matches names
+# exactly), any other by scikit-image's name
+SAMPLE_NAMES = {"hubble_deep_field.jpg": "hubble.png", "rocket.jpg": "rocket.png"}
+
+
+def card_names(names: list[str]) -> list[str]:
+    return [SAMPLE_NAMES.get(name, name) for name in names]
 
 
 def skimage_photos() -> Path:
@@ -273,12 +280,14 @@ def main(argv: list[str] | None = None) -> int:
         make_test_clip(SAMPLES / SAMPLE_CLIP, frames=25, width=128, height=128, fps=12,
                        pattern="pan", image=Image.open(skimage_photos() / "chelsea.png"))  # fmt: skip
         install("default", default,
-                {"quantizer": best, "steps": args.default_steps, "train": list(TRAIN), "held_out": list(HELD_OUT)},
+                {"quantizer": best, "steps": args.default_steps, "train": card_names(TRAIN),
+                 "held_out": card_names(HELD_OUT)},
                 lambda target: held_out_quality(target, held_out))  # fmt: skip
         footage = [p.name for p in sorted(videos.iterdir())]
         unseen = list(dict.fromkeys([*HELD_OUT, *(p.name for p in sorted(held_out_clips.iterdir())), SAMPLE_CLIP]))
         install("default-video", video_final,
-                {"quantizer": best, "steps": args.video_steps, "train": [*TRAIN, *footage], "held_out": unseen},
+                {"quantizer": best, "steps": args.video_steps, "train": card_names([*TRAIN, *footage]),
+                 "held_out": card_names(unseen)},
                 lambda target: {"photos": held_out_quality(target, held_out),
                                 "clips": held_out_video_quality(target, held_out_clips)})  # fmt: skip
         print(f"installed into {ASSETS} and {SAMPLES / SAMPLE_CLIP}")

@@ -12,13 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
+from tests._models import small_video_model
+from tests._video_synth import make_test_clip
 from tokenizer import metrics
 from tokenizer.assets import sample_images, sample_videos
 from tokenizer.cli import main
 from tokenizer.data.images import to_tensor, to_uint8
 from tokenizer.data.preprocess import ImagePreprocess, load_for_tokenization
 from tokenizer.data.video import probe_video
-from tokenizer.demo import side_by_side_image
+from tokenizer.demo import run_demo, side_by_side_image
 from tokenizer.models import Tokenizer, TokenizerConfig, load_tokenizer
 from tokenizer.pipeline import tokenizer_identity
 from tokenizer.quantizers import VQConfig
@@ -42,9 +44,9 @@ def test_demo_writes_tokens_reconstructions_and_report(demo_dir):
     items = _report(demo_dir)
     photos, clips = sample_images(), sample_videos()
     assert [Path(q["source"]).name for q in items] == [p.name for p in photos + clips]
-    # held out: named so by the card; the others were trained on (hubble.png's card name differs: unknown)
-    assert [q["held_out"] is True for q in items] == [Path(q["source"]).name in HELD_OUT for q in items]
-    assert [q["held_out"] for q in items if Path(q["source"]).stem == "astronaut"] == [False]
+    # the cards name every shipped sample exactly: held out as listed, every other one trained on
+    assert [q["held_out"] for q in items] == [Path(q["source"]).name in HELD_OUT for q in items]
+    assert [q["held_out"] for q in items if Path(q["source"]).name == "hubble.png"] == [False]
 
     images = TokenDataset(demo_dir / "tokens" / "images")
     videos = TokenDataset(demo_dir / "tokens" / "videos")
@@ -149,3 +151,42 @@ def test_side_by_side_image_layout():
     assert (view[5:, 14:] == 255).all()  # no fourth pair
     with pytest.raises(ValueError, match="at least one"):
         side_by_side_image([])
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_held_out_flags_match_card_names_exactly_and_each_item_is_decoded_once(tmp_path, monkeypatch):
+    """A card's name matches that file name only (not another extension of its stem); the report measures the
+    reconstructions `decode` wrote, so the model decodes each image, and each token frame of a clip, once."""
+    model_dir, video_dir = tmp_path / "tiny", tmp_path / "tiny-video"
+    _tiny_model().save_pretrained(model_dir)
+    small_video_model().save_pretrained(video_dir)
+    card = {"train": ["a.png", "clip.mp4"], "held_out": ["b.png"]}
+    for folder in (model_dir, video_dir):
+        (folder / "card.json").write_text(json.dumps(card))
+    rng = np.random.default_rng(0)
+    images = []
+    for name in ("a.png", "b.png", "b.jpg", "c.png"):  # b.jpg shares b.png's stem; c.png is on no list
+        images.append(tmp_path / "in" / name)
+        images[-1].parent.mkdir(exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(images[-1])
+    clip = make_test_clip(tmp_path / "in" / "clip.mp4", frames=9, width=32, height=32, fps=8)
+
+    decoded = {"grids": 0}
+    decode = Tokenizer.decode
+
+    def counting_decode(self, indices):
+        decoded["grids"] += indices.shape[0] * (indices.shape[1] if indices.ndim == 4 else 1)  # images, token frames
+        return decode(self, indices)
+
+    monkeypatch.setattr(Tokenizer, "decode", counting_decode)
+    report = run_demo(tmp_path / "out", image_model=str(model_dir), video_model=str(video_dir), images=images,
+                      videos=[clip], progress=False)  # fmt: skip
+    flags = {Path(q.source).name: q.held_out for q in report.items}
+    assert flags == {"a.png": False, "b.jpg": None, "b.png": True, "c.png": None, "clip.mp4": False}
+    token_frames = TokenDataset(tmp_path / "out" / "tokens" / "videos")[0]["tokens"].shape[0]
+    assert decoded["grids"] == len(images) + token_frames
+    # and what was measured is what was written: the PNGs, up to 8-bit rounding
+    for quality, written in zip(report.items, sorted((tmp_path / "out" / "reconstructions" / "images").iterdir())):
+        original = load_for_tokenization(quality.source, ImagePreprocess(factor=8)).pixels
+        psnr = metrics.psnr(original[None], to_tensor(Image.open(written))[None]).item()
+        assert psnr == pytest.approx(quality.psnr, abs=0.1)

@@ -11,9 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
+from tests._video_synth import make_test_clip, read_counter, synthetic_frames
 from tokenizer.data import video
 from tokenizer.data.video import (
     ClipSpec,
+    ReadStats,
     VideoInfo,
     VideoReadError,
     iter_frames,
@@ -21,7 +23,7 @@ from tokenizer.data.video import (
     probe_video,
     read_clip,
 )
-from tokenizer.data.video_synth import bundled_real_clips, make_test_clip, read_counter, synthetic_frames
+from tokenizer.data.video_synth import bundled_real_clips, write_segments
 from tokenizer.data.video_write import _frames_uint8, _video_tensor, write_side_by_side, write_video
 
 # (extension, write_video keyword arguments, decoder name)
@@ -407,6 +409,48 @@ def test_a_cut_mkv_opens_but_reports_the_missing_frames(tmp_path):
     with pytest.raises(VideoReadError, match=r"only \d+ of 30 frames available.*truncated") as caught:
         read_clip(cut, ClipSpec(frames=30))
     assert str(cut) in str(caught.value)
+
+
+def test_a_truncated_faststart_mp4_is_an_error_naming_the_file(tmp_path):
+    faststart = {"movflags": "+faststart"}  # the index (moov) before the data (mdat), as for web playback
+    good = write_segments(tmp_path / "good.mp4", [synthetic_frames(30, 32, 24)], container_options=faststart)
+    data = good.read_bytes()
+    assert data.index(b"moov") < data.index(b"mdat")  # the index comes first, so the cut file still opens
+    assert len(list(iter_frames(good))) == 30
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    for call in (
+        lambda: probe_video(cut),
+        lambda: read_clip(cut, ClipSpec(frames=2)),
+        lambda: list(iter_frames(cut)),
+        lambda: list(iter_windows(cut, 5, 4)),
+    ):
+        with pytest.raises(VideoReadError, match=rf"is truncated: its index lists video data up to byte {len(data)}"):
+            call()
+    with pytest.raises(VideoReadError, match="cut.mp4"):
+        probe_video(cut)
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_a_resolution_change_mid_stream_is_rescaled_to_the_first_frames_size(tmp_path, ext):
+    big, small = synthetic_frames(10, 64, 48, "counter"), synthetic_frames(10, 40, 32, "counter")
+    path = write_segments(tmp_path / f"resized{ext}", [big[:4], small[4:]])  # frames 4..9 are 40x32
+    assert (probe_video(path).width, probe_video(path).height) == (64, 48)
+    stats = ReadStats()
+    clip = read_clip(path, ClipSpec(frames=10), stats=stats)
+    assert clip.shape == (3, 10, 48, 64) and _counters(clip) == list(range(10)) and stats.resized_frames == 6
+    stats = ReadStats()
+    windows = list(iter_windows(path, 5, 4, stats=stats))
+    assert [w.shape[1] for w in windows] == [5, 4, 1] and stats.resized_frames == 6
+    assert torch.equal(torch.cat(windows, dim=1), clip)
+    stats = ReadStats()
+    assert _counters(read_clip(path, ClipSpec(frames=3, start=0.3), stats=stats)) == [3, 4, 5]
+    assert stats.resized_frames == 2  # only the frames read are counted
+    stats = ReadStats()
+    resampled = read_clip(path, ClipSpec(frames=4, fps=5.0), stats=stats)
+    assert _counters(resampled) == [0, 2, 4, 6] and stats.resized_frames == 2
+    # rescaled frames are the small frames scaled up: close to the same frame drawn at 64x48
+    assert _psnr(_uint8(clip[:, 4:]), big[4:]) > 24
 
 
 # --- synthetic and real clips -------------------------------------------------------------------------------

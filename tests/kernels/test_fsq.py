@@ -170,7 +170,8 @@ def _peer_fsq_indices(z: torch.Tensor, levels: tuple[int, ...]) -> torch.Tensor:
 
 
 @pytest.mark.skipif(
-    _dispatch.use_triton(torch.device("cpu")), reason="Triton's tanh is not torch's in the last ulp: boundaries may differ"
+    _dispatch.use_triton(torch.device("cpu")),
+    reason="Triton's tanh is not torch's in the last ulp: boundaries may differ",
 )
 def test_values_on_rounding_boundaries_get_the_published_implementations_codes():
     # z placed within a few ulps of every rounding boundary of an even level count, where constants computed in

@@ -11,30 +11,21 @@ import av
 import pytest
 import torch
 
+from tests._models import small_video_model
+from tests._video_synth import make_test_clip, synthetic_frames
 from tokenizer import cli
 from tokenizer.data.items import VideoSampling
 from tokenizer.data.preprocess import ImagePreprocess
 from tokenizer.data.sources import collect_inputs
 from tokenizer.data.video import ClipSpec, iter_frames, probe_video, read_clip
-from tokenizer.data.video_synth import bundled_real_clips, make_test_clip
-from tokenizer.models import VideoTokenizer, VideoTokenizerConfig
+from tokenizer.data.video_synth import bundled_real_clips, write_segments
 from tokenizer.pipeline import EncodeOptions, encode_dataset
-from tokenizer.quantizers import FSQConfig
 from tokenizer.reconstruct import decode_folder
 from tokenizer.tokens import TokenDataset
 
 from .conftest import write_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def video_model(seed: int = 0) -> VideoTokenizer:
-    torch.manual_seed(seed)
-    config = VideoTokenizerConfig(
-        ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_resolutions=(), z_channels=8, temporal_factor=4,
-        quantizer=FSQConfig(levels=(8, 5, 5, 5), dim=8),
-    )  # fmt: skip
-    return VideoTokenizer(config).eval()
 
 
 @pytest.fixture
@@ -52,7 +43,7 @@ def _options(**overrides) -> EncodeOptions:
 
 
 def test_whole_videos_in_windows_equal_one_pass_and_mix_with_images(tmp_path, media):
-    model = video_model()
+    model = small_video_model()
     summary = encode_dataset(collect_inputs([media]), model, tmp_path / "out", _options())
     assert summary.items == 3 and summary.errors == 0
     data = TokenDataset(tmp_path / "out")
@@ -68,7 +59,7 @@ def test_whole_videos_in_windows_equal_one_pass_and_mix_with_images(tmp_path, me
 
 
 def test_clips_are_batched_and_equal_the_model(tmp_path, media):
-    model = video_model()
+    model = small_video_model()
     options = _options(video=VideoSampling(clip_frames=5, stride=2, start=0.5), batch_size=2)
     encode_dataset(collect_inputs([media]), model, tmp_path / "out", options)
     data = TokenDataset(tmp_path / "out")
@@ -80,7 +71,7 @@ def test_clips_are_batched_and_equal_the_model(tmp_path, media):
 
 def test_decode_writes_videos_with_their_frame_count(tmp_path, media):
     model_dir = tmp_path / "model"
-    video_model().save_pretrained(model_dir)
+    small_video_model().save_pretrained(model_dir)
     out, recon = tmp_path / "tokens", tmp_path / "recon"
     assert cli.main(["encode", str(media), "--model", str(model_dir), "--out", str(out), "--size", "32",
                      "--window", "8", "--workers", "0"]) == 0  # fmt: skip
@@ -103,11 +94,38 @@ def test_bad_videos_are_recorded_and_the_run_goes_on(tmp_path, media):
             container.mux(packet)
         for packet in stream.encode(None):
             container.mux(packet)
-    summary = encode_dataset(collect_inputs([media]), video_model(), tmp_path / "out", _options())
+    summary = encode_dataset(collect_inputs([media]), small_video_model(), tmp_path / "out", _options())
     errors = {Path(r["source"]).name: r for r in map(json.loads, (tmp_path / "out" / "errors.jsonl").open())}
     assert set(errors) == {"truncated.mp4", "empty.mp4", "noise.mkv", "audio.mkv"}
     assert all(r["kind"] == "unreadable" and name in r["error"] for name, r in errors.items())
     assert summary.items == 3
+
+
+def test_a_resolution_change_is_rescaled_and_a_cut_faststart_mp4_is_reported(tmp_path):
+    folder = tmp_path / "media"
+    folder.mkdir()
+    big, small = synthetic_frames(13, 40, 32, "counter"), synthetic_frames(13, 48, 40, "counter")
+    write_segments(folder / "resized.mp4", [big[:5], small[5:]])  # frames 5..12 are 48x40, the first 40x32
+    faststart = {"movflags": "+faststart"}
+    whole = write_segments(tmp_path / "whole.mp4", [synthetic_frames(20, 32, 32)], container_options=faststart)
+    (folder / "cut.mp4").write_bytes(whole.read_bytes()[: whole.stat().st_size * 6 // 10])
+    model_dir, out = tmp_path / "model", tmp_path / "tokens"
+    small_video_model().save_pretrained(model_dir)
+    # no --size: frames keep their own size, which is where differently sized frames used to end the run
+    assert cli.main(["encode", str(folder), "--model", str(model_dir), "--out", str(out), "--window", "8",
+                     "--workers", "0"]) == 0  # fmt: skip
+    errors = [json.loads(line) for line in (out / "errors.jsonl").open()]
+    assert [(Path(r["source"]).name, r["kind"]) for r in errors] == [("cut.mp4", "unreadable")]
+    assert "cut.mp4" in errors[0]["error"] and "truncated" in errors[0]["error"]
+    (item,) = TokenDataset(out)
+    assert item["resized_frames"] == 8 and item["windows"] == [9, 4] and (item["width"], item["height"]) == (40, 32)
+    frames = torch.stack(list(iter_frames(folder / "resized.mp4")), dim=1)
+    assert frames.shape == (3, 13, 32, 40)
+    assert torch.equal(item["tokens"], small_video_model().encode(frames[None])[0])
+    options = _options(video=VideoSampling(clip_frames=9))  # one clip: frames 0..8, of which 5..8 rescaled
+    encode_dataset(collect_inputs([folder]), small_video_model(), tmp_path / "clips", options)
+    (clip,) = TokenDataset(tmp_path / "clips")
+    assert clip["resized_frames"] == 4 and list(clip["tokens"].shape) == [3, 8, 8]
 
 
 def test_an_image_model_records_videos_as_unsupported(tmp_path, media):
@@ -122,7 +140,7 @@ def test_an_image_model_records_videos_as_unsupported(tmp_path, media):
 def test_bad_clip_settings_are_clear_errors(tmp_path, media):
     with pytest.raises(ValueError, match="1 \\+ k \\* 4"):
         encode_dataset(
-            collect_inputs([media]), video_model(), tmp_path / "o", _options(video=VideoSampling(clip_frames=6))
+            collect_inputs([media]), small_video_model(), tmp_path / "o", _options(video=VideoSampling(clip_frames=6))
         )
 
 
@@ -133,7 +151,7 @@ def test_real_footage_round_trips(tmp_path):
     folder.mkdir()
     shutil.copy(carphone, folder / carphone.name)
     options = _options(video=VideoSampling(clip_frames=9, start=1.0), preprocess=ImagePreprocess(size=64, factor=4))
-    model = video_model()
+    model = small_video_model()
     encode_dataset(collect_inputs([folder]), model, tmp_path / "out", options)
     item = TokenDataset(tmp_path / "out")[0]
     assert list(item["tokens"].shape) == [3, 16, 16] and item["width"] == 176 and item["height"] == 144
@@ -144,7 +162,7 @@ def test_real_footage_round_trips(tmp_path):
 
 
 def test_info_counts_video_pixels_through_the_temporal_factor(tmp_path, media, capsys):
-    encode_dataset(collect_inputs([media]), video_model(), tmp_path / "out", _options())
+    encode_dataset(collect_inputs([media]), small_video_model(), tmp_path / "out", _options())
     assert cli.main(["info", str(tmp_path / "out")]) == 0
     tokens = 8 * 64 + 4 * 64 + 64  # token frames x 8x8 grid: shapes.mp4, pan.webm, still.png
     pixels = (29 + 13 + 1) * 32 * 32  # frames 1 + (t - 1) * 4, at 32x32

@@ -1,4 +1,4 @@
-"""Tiny training configs over the bundled real photographs."""
+"""Tiny training configs over the bundled real photographs, and helpers comparing trained weights."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from tokenizer.assets import sample_images
 from tokenizer.losses import VQGANLossConfig
 from tokenizer.models import TokenizerConfig
 from tokenizer.quantizers import VQConfig
+from tokenizer.train import Trainer
 from tokenizer.train_config import DataConfig, OptimConfig, TrainConfig
 
 
@@ -53,3 +55,18 @@ def tiny_config(out_dir: Path, photos: Path, **overrides) -> TrainConfig:
     }
     fields.update(overrides)
     return TrainConfig(**fields)
+
+
+def trained_state(trainer: Trainer) -> dict[str, torch.Tensor]:
+    """Copies of every tensor training changes: the model's (``model.*``) and the loss's (``loss.*``: the
+    discriminators, LeCam averages), without the frozen LPIPS network."""
+    state = {f"model.{k}": v for k, v in trainer.model.state_dict().items()}
+    state.update({f"loss.{k}": v for k, v in trainer.loss.state_dict().items() if not k.startswith("perceptual.")})
+    return {k: v.detach().clone() for k, v in state.items()}
+
+
+def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    """The same names and bit-identical tensors; the message names the first few that differ."""
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, f"tensors differ: {different[:5]}"

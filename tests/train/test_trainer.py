@@ -18,24 +18,13 @@ from safetensors.torch import load_file, save_file
 
 from tokenizer import cli
 from tokenizer.checkpoints import list_checkpoints
+from tokenizer.losses import VQGANLossConfig
 from tokenizer.models import Tokenizer
 from tokenizer.quantizers import FSQConfig
 from tokenizer.train import Trainer, lr_factor
 from tokenizer.train_config import DataConfig, OptimConfig
 
-from .conftest import tiny_config
-
-
-def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
-    state = {f"model.{k}": v for k, v in trainer.model.state_dict().items()}
-    state.update({f"loss.{k}": v for k, v in trainer.loss.state_dict().items() if not k.startswith("perceptual.")})
-    return {k: v.detach().clone() for k, v in state.items()}
-
-
-def _assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, f"tensors differ: {different[:5]}"
+from .conftest import assert_identical, tiny_config, trained_state
 
 
 def test_resume_is_bit_identical(tmp_path, photos):
@@ -50,7 +39,7 @@ def test_resume_is_bit_identical(tmp_path, photos):
     second.train()
 
     assert second.step == straight.step == 10
-    _assert_identical(_weights(straight), _weights(second))
+    assert_identical(trained_state(straight), trained_state(second))
     # The GAN was on for steps 3..9 (disc_start=3), so the discriminator really trained and was restored.
     records = [json.loads(line) for line in (tmp_path / "straight" / "log.jsonl").read_text().splitlines()]
     assert any(r["kind"] == "train" and r["step"] > 3 and r["d_loss"] != 0 for r in records)
@@ -72,9 +61,9 @@ def test_checkpoints_rotate_and_load_as_models(tmp_path, photos):
     assert not list((tmp_path / "run" / "checkpoints").glob(".tmp-*"))
     folder = found[-1][1]
     loaded = Tokenizer.from_pretrained(folder)
-    _assert_identical(loaded.state_dict(), trainer.model.state_dict())
+    assert_identical(loaded.state_dict(), trainer.model.state_dict())
     ema = Tokenizer.from_pretrained(folder / "ema")
-    _assert_identical(ema.state_dict(), trainer.ema.state_dict())
+    assert_identical(ema.state_dict(), trainer.ema.state_dict())
     assert not all(torch.equal(a, b) for a, b in zip(ema.parameters(), loaded.parameters()))
 
 
@@ -154,6 +143,64 @@ def test_a_new_run_over_an_old_one_is_refused_unless_overwritten(tmp_path, photo
     assert (out / "notes.txt").read_text() == "mine"  # what the trainer did not write is left alone
 
 
+EXAMPLE_CONFIG = Path(__file__).parents[2] / "tools" / "configs" / "vqgan_f16_vq.yaml"
+
+
+def test_an_example_config_names_its_placeholders_and_leaves_no_folder(tmp_path, photos, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "runs" / "f16"
+    args = ["train", "--config", str(EXAMPLE_CONFIG), "--out-dir", str(out)]
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err
+    assert "data.train: input 'PLACEHOLDER/train-images' does not exist" in err
+    assert f"relative paths are read from {tmp_path}" in err and "--data PATH" in err
+    # --data finds the photos; the next placeholder, the LPIPS weights, is named by its YAML key
+    assert cli.main([*args, "--data", str(photos)]) == 2
+    err = capsys.readouterr().err
+    assert "loss.vgg_path: weight file 'weights/vgg16-397923af.pth' does not exist" in err
+    assert "Config" not in err  # no class attribute (VQGANLossConfig.vgg_path): the YAML has no such name
+    assert not (tmp_path / "runs").exists()
+
+
+def test_data_on_the_command_line_replaces_data_train(tmp_path, photos, one_thread):
+    config = tiny_config(tmp_path / "unused", tmp_path / "nowhere", steps=1, eval_images=0)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config.to_dict()))
+    chosen = [str(photos / "astronaut.png"), str(photos / "coffee.png")]
+    out = tmp_path / "run"
+    args = ["train", "--config", str(path), "--out-dir", str(out), "--data", chosen[0], "--data", chosen[1]]
+    assert cli.main(args) == 0
+    state = torch.load(list_checkpoints(out)[-1][1] / "trainer.pt", weights_only=True)
+    saved = json.loads(state["config"])["data"]
+    assert saved["train"] == chosen
+    assert saved == {**json.loads(json.dumps(config.to_dict()))["data"], "train": chosen}  # the rest: the file's
+
+
+@pytest.mark.parametrize("failure", ["missing data", "empty data", "missing eval", "missing LPIPS weights"])
+def test_a_failed_start_leaves_no_run_folder(tmp_path, photos, failure):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    lpips = {"perceptual_weight": 1.0, "vgg_path": str(tmp_path / "vgg16.pth"), "lin_path": str(tmp_path / "vgg.pth")}
+    changes, named = {
+        "missing data": ({"data": DataConfig(train=(str(tmp_path / "nowhere"),), size=32)}, "data.train: input"),
+        "empty data": ({"data": DataConfig(train=(str(empty),), size=32)}, "data.train: no images or videos"),
+        "missing eval": ({"data": DataConfig(train=(str(photos),), eval=("held-out",), size=32)}, "data.eval: input"),
+        "missing LPIPS weights": ({"loss": VQGANLossConfig(disc_width=16, **lpips)}, "loss.vgg_path: weight file"),
+    }[failure]
+    with pytest.raises((FileNotFoundError, ValueError), match=named):
+        Trainer(tiny_config(tmp_path / "runs" / "new", photos, **changes))
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_failed_start_with_overwrite_deletes_nothing(tmp_path, photos, one_thread):
+    out = tmp_path / "run"
+    Trainer(tiny_config(out, photos, steps=1, eval_images=0)).train()
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(FileNotFoundError, match="data.train"):
+        Trainer(tiny_config(out, tmp_path / "nowhere", steps=1), overwrite=True)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before and (out / "log.jsonl").exists()
+
+
 # -- two processes on gloo ---------------------------------------------------------------------------
 
 
@@ -171,7 +218,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, root: str, photos: str) -
     try:
         trainer = Trainer(_ddp_config(Path(root) / "ddp", Path(photos), batch_size=1))
         trainer.train()
-        save_file({k: v.contiguous() for k, v in _weights(trainer).items()}, f"{root}/rank{rank}.safetensors")
+        save_file({k: v.contiguous() for k, v in trained_state(trainer).items()}, f"{root}/rank{rank}.safetensors")
     finally:
         dist.destroy_process_group()
 
@@ -181,7 +228,7 @@ def test_two_processes_agree_and_match_one_process(tmp_path, photos):
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path), str(photos)), nprocs=2, join=True)
     rank0 = load_file(tmp_path / "rank0.safetensors")
     rank1 = load_file(tmp_path / "rank1.safetensors")
-    _assert_identical(rank0, rank1)
+    assert_identical(rank0, rank1)
 
     single = Trainer(_ddp_config(tmp_path / "single", photos, batch_size=2))
     single.train(until=2)

@@ -16,18 +16,18 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file, save_file
 
+from tests._video_synth import make_test_clip, read_counter
 from tokenizer import metrics
 from tokenizer.assets import sample_images
 from tokenizer.data import ClipStream, CropPolicy, ImageStream, MediaStream, find_media
 from tokenizer.data.video import ClipSpec, VideoReadError, probe_video, read_clip
-from tokenizer.data.video_synth import make_test_clip, read_counter
 from tokenizer.losses import VQGANLossConfig
 from tokenizer.models import VideoTokenizerConfig
 from tokenizer.quantizers import FSQConfig
 from tokenizer.train import Trainer
 from tokenizer.train_config import DataConfig, OptimConfig, TrainConfig
 
-from .conftest import tiny_config
+from .conftest import assert_identical, tiny_config, trained_state
 
 CLIP = ClipSpec(frames=5, stride=1)
 
@@ -95,18 +95,6 @@ def _records(out_dir: Path, kind: str) -> list[dict]:
     return [r for r in map(json.loads, lines) if r["kind"] == kind]
 
 
-def _weights(trainer: Trainer) -> dict[str, torch.Tensor]:
-    state = {f"model.{k}": v for k, v in trainer.model.state_dict().items()}
-    state.update({f"loss.{k}": v for k, v in trainer.loss.state_dict().items()})
-    return {k: v.detach().clone() for k, v in state.items()}
-
-
-def _assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    different = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not different, f"tensors differ: {different[:5]}"
-
-
 def _changed(before: torch.nn.Module, after: torch.nn.Module) -> bool:
     return any(not torch.equal(a, b) for a, b in zip(before.parameters(), after.parameters()))
 
@@ -160,7 +148,7 @@ def test_resume_on_mixed_data_is_bit_identical(tmp_path, mixed):
     assert second.step == 3
     second.train()
     assert second.step == straight.step == 6
-    _assert_identical(_weights(straight), _weights(second))
+    assert_identical(trained_state(straight), trained_state(second))
     records = _records(tmp_path / "straight", "train")
     assert {r["clip_share"] for r in records} == {0.0, 1.0}, "the run did not see both kinds of batch"
     assert any(r["d_loss"] != 0 for r in records if r["step"] > 2)
@@ -335,7 +323,7 @@ def _ddp_worker(rank: int, world: int, init_file: str, root: str, data: str) -> 
         config = video_config(Path(root) / "ddp", Path(data), steps=3, batch_size=1, loss=_loss(disc_start=0))
         trainer = Trainer(config)
         trainer.train()
-        save_file({k: v.contiguous() for k, v in _weights(trainer).items()}, f"{root}/rank{rank}.safetensors")
+        save_file({k: v.contiguous() for k, v in trained_state(trainer).items()}, f"{root}/rank{rank}.safetensors")
     finally:
         dist.destroy_process_group()
 
@@ -347,7 +335,7 @@ def test_two_processes_with_different_kinds_of_batch_stay_identical(tmp_path, mi
     stream = MediaStream(images, videos, _policy(), seed=3, batch_size=1, clip=CLIP, image_fraction=0.5)
     assert any(stream.kind(2 * s) != stream.kind(2 * s + 1) for s in range(3)), "pick a seed where ranks differ"
     mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path), str(mixed)), nprocs=2, join=True)
-    _assert_identical(load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors"))
+    assert_identical(load_file(tmp_path / "rank0.safetensors"), load_file(tmp_path / "rank1.safetensors"))
 
 
 def test_a_checkpoint_saved_before_the_clip_settings_resumes(tmp_path):

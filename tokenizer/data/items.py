@@ -3,12 +3,15 @@
 Images become ``[3, H, W]`` through ``ImagePreprocess``. Videos (for a video tokenizer) become either one clip
 ``[3, T, H, W]`` (``VideoSampling.clip_frames`` set) or, for whole videos, a note that the caller should
 stream the file in windows (``stream_video=True``): a long video is never held in memory at once.
-Reasons are recorded with a kind: ``unreadable``, ``unsupported`` or ``too_small``.
+Reasons are recorded with a kind: ``unreadable``, ``unsupported``, ``too_small``, ``not_a_file`` (a folder,
+FIFO, device or symlink loop: never opened), ``too_large_file`` (over the byte limit: never read) or
+``too_large`` (an image over the pixel budget with ``too_large="skip"``; see ``pixel_budget``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,10 +19,13 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from .containers import ContainedItem, MemberError
+from .files import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_VIDEO_BYTES, InputFileError, check_input_file
 from .images import ImageReadError
-from .preprocess import ImagePreprocess, TooSmallError, load_for_tokenization
+from .pixel_budget import TooLargeError
+from .preprocess import ImagePreprocess, LoadedImage, TooSmallError, decode_for_tokenization, load_for_tokenization
 from .sources import media_kind
-from .video import ClipSpec, VideoReadError, probe_video, read_clip
+from .video import ClipSpec, ReadStats, VideoReadError, probe_video, read_clip
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class InputItem:
     pixels: torch.Tensor | None = None  # [3, H, W] or [3, T, H, W]; None for errors and streamed videos
     stream_video: bool = False  # a whole video: the caller reads it in windows
     record: dict[str, Any] = field(default_factory=dict)  # manifest fields, or {"kind", "error"} for errors
+    file_stat: tuple[int, int] | None = None  # (size, mtime_ns) before reading; None if it could not be stat'ed
 
 
 def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
@@ -71,28 +78,53 @@ def crop_to_factor(pixels: torch.Tensor, factor: int) -> torch.Tensor:
     return pixels[..., top : top + new_h, left : left + new_w]
 
 
-class InputReader(Dataset):
-    """Item ``i`` of ``paths`` as an ``InputItem``. ``videos=False`` (an image tokenizer) records videos as
-    unsupported."""
+def input_stat(path: str | Path) -> tuple[int, int] | None:
+    """``(size, mtime_ns)`` of ``path`` (symlinks followed), or None when it cannot be stat'ed: what a resumed
+    run compares to notice an input changed since its shard was written."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_size, info.st_mtime_ns
 
-    def __init__(self, paths: list[Path], preprocess: ImagePreprocess, sampling: VideoSampling, videos: bool) -> None:
+
+class InputReader(Dataset):
+    """Item ``i`` of ``paths`` (files, or items of tar / Parquet files: ``containers``) as an ``InputItem``.
+    ``videos=False`` (an image tokenizer) records videos as unsupported. Only regular files are opened;
+    ``max_file_bytes`` (None: ``DEFAULT_MAX_IMAGE_BYTES`` for images, ``DEFAULT_MAX_VIDEO_BYTES`` for videos) is
+    the largest file (or image inside a container) read."""
+
+    def __init__(
+        self,
+        paths: list[Path | ContainedItem],
+        preprocess: ImagePreprocess,
+        sampling: VideoSampling,
+        videos: bool,
+        max_file_bytes: int | None = None,
+    ) -> None:
         self.paths = paths
         self.preprocess = preprocess
         self.sampling = sampling
         self.videos = videos
+        self.max_image_bytes = max_file_bytes or DEFAULT_MAX_IMAGE_BYTES
+        self.max_video_bytes = max_file_bytes or DEFAULT_MAX_VIDEO_BYTES
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> InputItem:
         path = self.paths[i]
+        if not isinstance(path, Path):  # a sample of a tar shard or a row of a Parquet file
+            return self._read_contained(i, path)
         item = InputItem(i, str(path))
         kind = media_kind(path)
+        limit = {"image": self.max_image_bytes, "video": self.max_video_bytes}.get(kind)
         try:
+            info = check_input_file(path, limit)  # before any open: a FIFO or a device is never opened
+            item.file_stat = info.st_size, info.st_mtime_ns
             if kind == "image":
-                loaded = load_for_tokenization(path, self.preprocess)
-                item.pixels = loaded.pixels
-                item.record = {"kind": "image", "width": loaded.width, "height": loaded.height, "sha256": loaded.sha256}
+                loaded = load_for_tokenization(path, self.preprocess, max_bytes=limit)
+                item.pixels, item.record = loaded.pixels, self._image_record(loaded)
             elif kind == "video" and self.videos:
                 self._read_video(path, item)
             elif kind == "video":
@@ -102,11 +134,43 @@ class InputReader(Dataset):
                     "kind": "unsupported",
                     "error": f"{path}: unsupported file type {path.suffix or '(none)'!r}",
                 }
+        except InputFileError as err:
+            item.pixels, item.record = None, {"kind": err.kind, "error": str(err)}
+            item.file_stat = item.file_stat or input_stat(path)
         except TooSmallError as err:
             item.pixels, item.record = None, {"kind": "too_small", "error": str(err)}
+        except TooLargeError as err:
+            item.pixels, item.record = None, {"kind": "too_large", "error": str(err)}
         except (ImageReadError, VideoReadError) as err:
             item.pixels, item.record = None, {"kind": "unreadable", "error": str(err)}
         return item
+
+    def _read_contained(self, i: int, contained: ContainedItem) -> InputItem:
+        """Item ``i``: an image inside a container, decoded from its bytes; its record gets the sample's
+        ``meta`` (always, ``{}`` when it has none), its ``file_stat`` is the container's."""
+        item = InputItem(i, contained.source, file_stat=input_stat(contained.path))
+        try:
+            payload = contained.read(self.max_image_bytes)
+            loaded = decode_for_tokenization(payload.data, contained.source, self.preprocess)
+            item.pixels, item.record = loaded.pixels, {**self._image_record(loaded), "meta": payload.meta}
+        except (MemberError, InputFileError) as err:
+            item.record = {"kind": err.kind, "error": str(err)}
+        except TooSmallError as err:
+            item.record = {"kind": "too_small", "error": str(err)}
+        except TooLargeError as err:
+            item.record = {"kind": "too_large", "error": str(err)}
+        except ImageReadError as err:
+            item.record = {"kind": "unreadable", "error": str(err)}
+        return item
+
+    def _image_record(self, loaded: LoadedImage) -> dict[str, Any]:
+        """The manifest fields of a decoded image."""
+        record = {"kind": "image", "width": loaded.width, "height": loaded.height, "sha256": loaded.sha256}
+        if loaded.scale is not None:  # over the pixel budget: downscaled to fit
+            record.update(scale=round(loaded.scale, 6), scaled_size=list(loaded.scaled_size))
+        if self.preprocess.scales_up(*(loaded.scaled_size or (loaded.width, loaded.height))):
+            record["upscaled"] = True  # smaller than --size: enlarged
+        return record
 
     def _read_video(self, path: Path, item: InputItem) -> None:
         info = probe_video(path)
@@ -123,13 +187,16 @@ class InputReader(Dataset):
             "start": sampling.start,
             "stride": sampling.stride,
         }
+        if self.preprocess.scales_up(info.width, info.height):  # frames smaller than --size: enlarged
+            item.record["upscaled"] = True
         if sampling.clip_frames is None:
             item.stream_video = True
             return
         spec = ClipSpec(frames=sampling.clip_frames, stride=sampling.stride, fps=sampling.fps, start=sampling.start)
+        stats = ReadStats()
         pixels = read_clip(
             path, spec, size=self.preprocess.size, resize=self.preprocess.resize, crop=self.preprocess.crop,
-            seed=int(item.record["sha256"][:16], 16),
+            seed=int(item.record["sha256"][:16], 16), stats=stats,
         )  # fmt: skip
         item.pixels = crop_to_factor(pixels, factor)
-        item.record["frames"] = sampling.clip_frames
+        item.record.update(frames=sampling.clip_frames, resized_frames=stats.resized_frames)

@@ -1,9 +1,12 @@
 """Preprocessing for tokenization: from an image file to pixels whose sides are multiples of the token size.
 
-1. Decode to 8-bit RGB (``open_rgb``: grayscale, palette, RGBA, CMYK and 16-bit are converted).
+1. Decode to 8-bit RGB (``open_rgb``: grayscale, palette, RGBA, CMYK and 16-bit are converted). An image over
+   ``max_pixels`` (16 MP by default, read from the header first) is downscaled to fit or refused
+   (``too_large``; see ``pixel_budget``).
 2. ``resize``: scale so the shorter side is ``resize`` pixels (bicubic, antialiased).
 3. ``size``: crop a ``size`` x ``size`` square (``crop="center"`` or ``"random"``, the random one seeded by the
-   file's content hash so it is the same in every run); a shorter side below ``size`` is first scaled up to it.
+   file's content hash so it is the same in every run); a shorter side below ``size`` (after ``resize``) is
+   first scaled up to it (bicubic; ``scales_up`` says when, and the manifest row records ``"upscaled": true``).
    Without ``size``, the image is centre-cropped to the largest multiple of the downsampling factor.
 An image smaller than one token (a side under the factor, with neither option set) is an error.
 """
@@ -11,7 +14,6 @@ An image smaller than one token (a side under the factor, with neither option se
 from __future__ import annotations
 
 import hashlib
-import io
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,9 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from .images import ImageReadError, open_rgb, to_tensor
+from .files import read_input_file
+from .images import ImageReadError, to_tensor
+from .pixel_budget import DEFAULT_MAX_PIXELS, TOO_LARGE_POLICIES, open_within_budget
 
 
 class TooSmallError(ImageReadError):
@@ -32,10 +36,16 @@ class ImagePreprocess:
     size: int | None = None  # square crop side; None keeps the aspect ratio (cropped to the factor)
     crop: str = "center"  # "center" or "random" (seeded by the file's content, reproducible)
     factor: int = 16  # the tokenizer's downsampling factor
+    max_pixels: int | None = DEFAULT_MAX_PIXELS  # budget of the stored image (pixel_budget); None: no budget
+    too_large: str = "downscale"  # over max_pixels: "downscale" to fit, or "skip" (errors.jsonl, too_large)
 
     def __post_init__(self) -> None:
         if self.crop not in ("center", "random"):
             raise ValueError(f"crop must be 'center' or 'random', got {self.crop!r}")
+        if self.max_pixels is not None and self.max_pixels < 1:
+            raise ValueError(f"max_pixels must be a positive number of pixels or None, got {self.max_pixels}")
+        if self.too_large not in TOO_LARGE_POLICIES:
+            raise ValueError(f"too_large must be one of {TOO_LARGE_POLICIES}, got {self.too_large!r}")
         for name in ("resize", "size"):
             value = getattr(self, name)
             if value is not None and value < 1:
@@ -44,6 +54,12 @@ class ImagePreprocess:
             raise ValueError(
                 f"size={self.size} must be a multiple of the tokenizer's downsampling factor {self.factor}"
             )
+
+    def scales_up(self, width: int, height: int) -> bool:
+        """Whether ``apply`` enlarges a ``width`` x ``height`` image to reach the ``size`` crop: its shorter side,
+        after ``resize``, is below ``size``."""
+        shorter = self.resize if self.resize is not None else min(width, height)
+        return self.size is not None and shorter < self.size
 
     def apply(self, image: Image.Image, seed: int) -> Image.Image:
         if self.resize is not None:
@@ -81,20 +97,26 @@ class LoadedImage:
     width: int  # of the file, before preprocessing
     height: int
     sha256: str  # of the file's bytes
+    scale: float | None = None  # downscaled to the pixel budget by this factor (pixel_budget), else None
+    scaled_size: tuple[int, int] | None = None  # (width, height) after that downscale
 
 
-def load_for_tokenization(path: str | Path, preprocess: ImagePreprocess) -> LoadedImage:
-    """Read, convert and preprocess one image; raises ImageReadError (naming the file) when it cannot."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as err:
-        raise ImageReadError(f"cannot read {str(path)!r}: {err}") from err
+def load_for_tokenization(path: str | Path, preprocess: ImagePreprocess, max_bytes: int | None = None) -> LoadedImage:
+    """Read, convert and preprocess one image; raises ImageReadError (naming the file) when it cannot, and
+    InputFileError when ``path`` is not a regular file or is over ``max_bytes`` (None: no limit)."""
+    return decode_for_tokenization(read_input_file(path, max_bytes), str(path), preprocess)
+
+
+def decode_for_tokenization(data: bytes, name: str, preprocess: ImagePreprocess) -> LoadedImage:
+    """``load_for_tokenization`` of bytes already read (a tar member, a Parquet cell); errors name ``name``."""
     if not data:
-        raise ImageReadError(f"{str(path)!r} is empty (0 bytes)")
+        raise ImageReadError(f"{name!r} is empty (0 bytes)")
     digest = hashlib.sha256(data).hexdigest()
-    image = open_rgb(io.BytesIO(data), name=str(path))
+    budgeted = open_within_budget(data, name, preprocess.max_pixels, preprocess.too_large)
+    image = budgeted.image
     try:
         processed = preprocess.apply(image, seed=int(digest[:16], 16))
     except TooSmallError as err:
-        raise TooSmallError(f"{str(path)!r}: {err}") from None
-    return LoadedImage(to_tensor(processed), image.width, image.height, digest)
+        raise TooSmallError(f"{name!r}: {err}") from None
+    scaled_size = None if budgeted.scale is None else image.size
+    return LoadedImage(to_tensor(processed), budgeted.width, budgeted.height, digest, budgeted.scale, scaled_size)

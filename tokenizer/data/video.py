@@ -9,7 +9,13 @@ of a long video costs about one group of pictures, not the whole file. Times are
 first timestamp, so ``start=0`` is always the first frame.
 
 Every file problem (missing, empty, not a video, no video stream, truncated or corrupt data, a clip that runs
-past the end) raises ``VideoReadError``, a ``ValueError`` whose message names the file and the reason.
+past the end) raises ``VideoReadError``, a ``ValueError`` whose message names the file and the reason. A file
+cut short after its index (an mp4 written with the index first, "faststart") is caught when opened: the index
+points past the end of the file.
+
+A stream whose resolution changes part-way (a new sequence header) is rescaled, not refused: every frame is
+brought to the video's size (the one the container declares, which ``probe_video`` reports and which is the
+first frame's), bicubic, before any ``resize``/``size``/``crop``; pass a ``ReadStats`` to count such frames.
 """
 
 from __future__ import annotations
@@ -38,6 +44,14 @@ _NO_SEEK_CODECS = frozenset({"gif", "apng", "webp"})
 
 class VideoReadError(ValueError):
     """A video file that cannot give the requested pixels; the message names the file and the reason."""
+
+
+@dataclass
+class ReadStats:
+    """What a read did beyond decoding: pass one to ``read_clip``, ``iter_frames`` or ``iter_windows`` and
+    read it once the read is done."""
+
+    resized_frames: int = 0  # frames of another size than the video's, rescaled to it (a mid-stream change)
 
 
 @dataclass(frozen=True)
@@ -102,10 +116,21 @@ def _open(path: str | Path) -> Iterator[tuple[av.container.InputContainer, av.vi
             kinds = sorted({s.type for s in container.streams}) or ["none"]
             raise VideoReadError(f"{name!r} has no video stream (streams: {', '.join(kinds)})")
         stream = streams[0]
+        _check_index(stream, size, name)
         stream.thread_type = "AUTO"  # frame + slice threads; the order of output frames is unchanged
         yield container, stream
     finally:
         container.close()
+
+
+def _check_index(stream: av.video.stream.VideoStream, size: int, name: str) -> None:
+    """Refuse a file cut short after its index: a packet the index lists (byte ``pos`` .. ``pos + size``)
+    that ends past the file's last byte. Containers that index as they read (mkv, webm) list no such packet."""
+    end = max((entry.pos + entry.size for entry in stream.index_entries), default=0)
+    if end > size:
+        raise VideoReadError(
+            f"{name!r} is truncated: its index lists video data up to byte {end} but the file has {size} bytes"
+        )
 
 
 def _frame_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
@@ -169,6 +194,7 @@ class _Timeline:
     origin: int  # pts of the first frame
     time_base: Fraction
     frame_duration: Fraction  # seconds, from the declared rate
+    size: tuple[int, int] | None  # (width, height) every frame is brought to; None: the first frame's
 
     def time(self, frame: av.VideoFrame, previous: Fraction | None) -> Fraction:
         if frame.pts is None:  # some raw streams carry no timestamps: assume a constant rate
@@ -188,7 +214,8 @@ def _timed_frames(path: str | Path, start: Fraction) -> Iterator[tuple[Fraction,
         info = _info(container, stream, name)
         rate = _frame_rate(stream)
         origin = stream.start_time if stream.start_time is not None else 0
-        timeline = _Timeline(origin, Fraction(stream.time_base), 1 / rate)
+        size = (info.width, info.height) if info.width and info.height else None
+        timeline = _Timeline(origin, Fraction(stream.time_base), 1 / rate, size)
         if info.duration is not None and start >= Fraction(info.duration) and start > 0:
             raise VideoReadError(
                 f"{name!r}: a clip starting at {float(start):g} s is out of range: the video is "
@@ -233,6 +260,20 @@ def _frame_count(info: VideoInfo) -> str:
     return f"{info.frames} frames" if info.frames is not None else "unknown frame count"
 
 
+def _conformed(frame: av.VideoFrame, timeline: _Timeline, stats: ReadStats | None) -> av.VideoFrame:
+    """``frame`` at the video's size: a frame of another size (the stream changed resolution) is rescaled,
+    bicubic, to RGB (RGBA when it has alpha), and counted in ``stats``."""
+    if timeline.size is None:
+        timeline.size = (frame.width, frame.height)
+    if (frame.width, frame.height) == timeline.size:
+        return frame
+    if stats is not None:
+        stats.resized_frames += 1
+    alpha = any(component.is_alpha for component in frame.format.components)
+    width, height = timeline.size
+    return frame.reformat(width, height, "rgba" if alpha else "rgb24", interpolation="BICUBIC")
+
+
 def _to_pixels(frame: av.VideoFrame, preprocess: ImagePreprocess | None, seed: int) -> torch.Tensor:
     """Decoded frame -> fp32 ``[3, H, W]`` in ``[-1, 1]``; transparency is composited on white, as for images."""
     if any(component.is_alpha for component in frame.format.components):
@@ -268,28 +309,34 @@ def iter_frames(
     size: int | None = None,
     crop: str = "center",
     seed: int = 0,
+    stats: ReadStats | None = None,
 ) -> Iterator[torch.Tensor]:
     """Frames of ``path`` one at a time as fp32 ``[3, H, W]`` in ``[-1, 1]``: every ``stride``-th from ``start`` s.
 
     The first frame is the first at or after ``start`` (seconds from the first frame). Memory stays bounded (one
     frame, plus the decoder's reference frames) whatever the video's length; the file is closed when the iterator
-    is exhausted or closed. ``resize``, ``size``, ``crop`` and ``seed`` work as in ``read_clip``; arguments are
-    checked at the call, the file is opened at the first ``next``.
+    is exhausted or closed. ``resize``, ``size``, ``crop``, ``seed`` and ``stats`` work as in ``read_clip``;
+    arguments are checked at the call, the file is opened at the first ``next``.
     """
     ClipSpec(frames=1, stride=stride, start=start)  # validates stride and start, naming the field
-    return _iter_frames(path, _seconds(start), stride, _preprocess(resize, size, crop), seed)
+    return _iter_frames(path, _seconds(start), stride, _preprocess(resize, size, crop), seed, stats)
 
 
 def _iter_frames(
-    path: str | Path, begin: Fraction, stride: int, preprocess: ImagePreprocess | None, seed: int
+    path: str | Path,
+    begin: Fraction,
+    stride: int,
+    preprocess: ImagePreprocess | None,
+    seed: int,
+    stats: ReadStats | None,
 ) -> Iterator[torch.Tensor]:
     with closing(_timed_frames(path, begin)) as frames:
         index = 0
-        for t, frame, _ in frames:
+        for t, frame, timeline in frames:
             if t < begin:
                 continue
             if index % stride == 0:
-                yield _to_pixels(frame, preprocess, seed)
+                yield _to_pixels(_conformed(frame, timeline, stats), preprocess, seed)
             index += 1
 
 
@@ -328,6 +375,7 @@ def read_clip(
     crop: str = "center",
     seed: int = 0,
     pad: str = "error",
+    stats: ReadStats | None = None,
 ) -> torch.Tensor:
     """One clip of ``path`` as fp32 ``[3, spec.frames, H, W]`` in ``[-1, 1]``.
 
@@ -342,6 +390,9 @@ def read_clip(
     When the video ends before the clip is complete, ``pad="error"`` (default) raises VideoReadError saying how
     many frames were available; ``pad="repeat_last"`` repeats the last available frame instead (a clip with no
     frame at all is still an error).
+
+    Frames of another size than the video's (a mid-stream resolution change) are rescaled to it first; pass
+    ``stats`` (a ``ReadStats``) to learn how many.
     """
     if pad not in ("error", "repeat_last"):
         raise ValueError(f"pad must be 'error' or 'repeat_last', got {pad!r}")
@@ -349,11 +400,13 @@ def read_clip(
     name = str(path)
     if spec.fps is None:
         with closing(
-            iter_frames(path, start=spec.start, stride=spec.stride, resize=resize, size=size, crop=crop, seed=seed)
+            iter_frames(
+                path, start=spec.start, stride=spec.stride, resize=resize, size=size, crop=crop, seed=seed, stats=stats
+            )
         ) as it:
             picked = list(islice(it, spec.frames))
     else:
-        picked = _resampled(path, spec, preprocess, seed)
+        picked = _resampled(path, spec, preprocess, seed, stats)
     if len(picked) < spec.frames:
         if not picked or pad == "error":
             raise VideoReadError(_short_message(name, spec, len(picked)))
@@ -361,7 +414,9 @@ def read_clip(
     return torch.stack(picked, dim=1)
 
 
-def _resampled(path: str | Path, spec: ClipSpec, preprocess: ImagePreprocess | None, seed: int) -> list[torch.Tensor]:
+def _resampled(
+    path: str | Path, spec: ClipSpec, preprocess: ImagePreprocess | None, seed: int, stats: ReadStats | None
+) -> list[torch.Tensor]:
     """Nearest source frame for each target time ``start + k / fps`` (ties take the later frame)."""
     start, step = _seconds(spec.start), 1 / Fraction(spec.fps).limit_denominator(1_000_000)
     targets = [start + k * step for k in range(spec.frames)]
@@ -370,7 +425,9 @@ def _resampled(path: str | Path, spec: ClipSpec, preprocess: ImagePreprocess | N
     timeline: _Timeline | None = None
 
     def pixels_of(entry: tuple[Fraction, av.VideoFrame, torch.Tensor | None]) -> torch.Tensor:
-        return entry[2] if entry[2] is not None else _to_pixels(entry[1], preprocess, seed)
+        if entry[2] is not None:
+            return entry[2]
+        return _to_pixels(_conformed(entry[1], timeline, stats), preprocess, seed)
 
     with closing(_timed_frames(path, start)) as frames:
         for t, frame, timeline in frames:

@@ -33,8 +33,8 @@ WEIGHTS_HELP = (
     "(https://download.pytorch.org/models/vgg16-397923af.pth, or on a machine with torchvision: "
     "torch.save(torchvision.models.vgg16(weights='IMAGENET1K_V1').state_dict(), 'vgg16.pth')); "
     "(2) the lpips package's linear heads 'vgg.pth' (pip install lpips, file lpips/weights/v0.1/vgg.pth, "
-    "or github.com/richzhang/PerceptualSimilarity). Set VQGANLossConfig.vgg_path and VQGANLossConfig.lin_path "
-    "to them, or set perceptual_weight=0 to train without the perceptual loss."
+    "or github.com/richzhang/PerceptualSimilarity). Set loss.vgg_path and loss.lin_path in the training config "
+    "to them, or loss.perceptual_weight=0 to train without the perceptual loss."
 )
 
 
@@ -239,16 +239,20 @@ def build_perceptual(
 ) -> LPIPS | None:
     """The LPIPS module a loss with ``perceptual_weight=weight`` needs: ``None`` when ``weight == 0``.
 
-    Raises ``ValueError`` when ``weight < 0``, or when ``weight > 0`` and a path is missing (the message says
-    where to get both files and which config fields to set).
+    Raises ``ValueError`` when ``weight < 0``, or when ``weight > 0`` and a path is not set, and
+    ``FileNotFoundError`` when a file does not exist; the messages name the training config's keys
+    (``loss.vgg_path``) and say where to get both files.
     """
     if weight < 0:
-        raise ValueError(f"perceptual_weight must be >= 0, got {weight}")
+        raise ValueError(f"loss.perceptual_weight must be >= 0, got {weight}")
     if weight == 0:
         return None
     if vgg_path is None or lin_path is None:
         raise ValueError(
-            f"perceptual_weight={weight} > 0 but vgg_path={vgg_path!r}, lin_path={lin_path!r}: "
+            f"loss.perceptual_weight={weight} > 0 but loss.vgg_path={vgg_path!r}, loss.lin_path={lin_path!r}: "
             f"no pretrained weights are ever downloaded. {WEIGHTS_HELP}"
         )
+    for key, path in (("loss.vgg_path", vgg_path), ("loss.lin_path", lin_path)):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{key}: weight file {os.fspath(path)!r} does not exist. {WEIGHTS_HELP}")
     return LPIPS.from_files(vgg_path, lin_path)

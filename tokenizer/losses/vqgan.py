@@ -19,6 +19,8 @@ from .reconstruction import RECONSTRUCTION_KINDS, reconstruction_loss
 
 @dataclass(frozen=True)
 class VQGANLossConfig:
+    """The ``loss`` section of a training config; errors name a field as its key there (``loss.disc_layers``)."""
+
     rec_kind: str = "l1"  # "l1" (taming) or "l2"; L1 gives sharper reconstructions
     rec_weight: float = 1.0  # weight of the pixel reconstruction loss
     perceptual_weight: float = 1.0  # weight of LPIPS; > 0 needs vgg_path and lin_path (0 turns it off)
@@ -43,7 +45,7 @@ class VQGANLossConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 if not isinstance(value, os.PathLike):
-                    raise TypeError(f"VQGANLossConfig.{name} must be a path or None, got {type(value).__name__}")
+                    raise TypeError(f"loss.{name} must be a path or None, got {type(value).__name__}")
                 object.__setattr__(self, name, os.fspath(value))
         choices = {
             "rec_kind": RECONSTRUCTION_KINDS,
@@ -53,16 +55,16 @@ class VQGANLossConfig:
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"VQGANLossConfig.{name} must be one of {allowed}, got {getattr(self, name)!r}")
+                raise ValueError(f"loss.{name} must be one of {allowed}, got {getattr(self, name)!r}")
         for name in ("rec_weight", "perceptual_weight", "disc_weight", "lecam_weight", "quantizer_weight"):
             if not getattr(self, name) >= 0:
-                raise ValueError(f"VQGANLossConfig.{name} must be >= 0, got {getattr(self, name)}")
+                raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
         for name, minimum in (("disc_start", 0), ("disc_layers", 1), ("disc_width", 1)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < minimum:
-                raise ValueError(f"VQGANLossConfig.{name} must be an integer >= {minimum}, got {value!r}")
+                raise ValueError(f"loss.{name} must be an integer >= {minimum}, got {value!r}")
         if not self.adaptive_weight_max > 0:
-            raise ValueError(f"VQGANLossConfig.adaptive_weight_max must be > 0, got {self.adaptive_weight_max}")
+            raise ValueError(f"loss.adaptive_weight_max must be > 0, got {self.adaptive_weight_max}")
 
     def to_dict(self) -> dict[str, Any]:
         """The fields as a JSON-serialisable dict."""
@@ -73,7 +75,7 @@ class VQGANLossConfig:
         """Inverse of ``to_dict``; absent fields take their defaults, unknown ones are an error."""
         unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            raise ValueError(f"unknown VQGANLossConfig fields {unknown}")
+            raise ValueError(f"unknown keys in loss: {unknown}")
         return cls(**data)
 
 
