@@ -12,7 +12,7 @@ encoder's first levels halve it, the decoder's last levels, which run first, dou
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -126,12 +126,19 @@ class Level(nn.Module):
         self.block = nn.ModuleList([ResnetBlock(c_in, c_out, dropout, ops) for c_in, c_out in widths])
         self.attn = nn.ModuleList([ops.attention(c_out) for _, c_out in widths] if attention else [])
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def layers(self) -> Iterator[nn.Module]:
+        """The level's modules in the order they run: each block (then its attention), resampling last.
+
+        The encoder and decoder apply them one by one, ``h = layer(h)``, so each activation is freed as soon as
+        the next exists (a ``forward`` called as ``h = level(h)`` would keep the level's input alive throughout).
+        """
         for j, block in enumerate(self.block):
-            h = block(h)
+            yield block
             if len(self.attn) > 0:
-                h = self.attn[j](h)
-        return h
+                yield self.attn[j]
+        for name in ("downsample", "upsample"):
+            if hasattr(self, name):
+                yield getattr(self, name)
 
 
 class Middle(nn.Module):
@@ -183,9 +190,8 @@ class Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(self.patcher(x))
         for level in self.down:
-            h = level(h)
-            if hasattr(level, "downsample"):
-                h = level.downsample(h)
+            for layer in level.layers():
+                h = layer(h)
         h = self.mid(h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
@@ -219,8 +225,6 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         h = self.mid(self.conv_in(z))
         for i in reversed(range(len(self.up))):
-            level = self.up[i]
-            h = level(h)
-            if hasattr(level, "upsample"):
-                h = level.upsample(h)
+            for layer in self.up[i].layers():
+                h = layer(h)
         return self.unpatcher(self.conv_out(F.silu(self.norm_out(h))))
