@@ -227,4 +227,6 @@ class Decoder(nn.Module):
         for i in reversed(range(len(self.up))):
             for layer in self.up[i].layers():
                 h = layer(h)
-        return self.unpatcher(self.conv_out(F.silu(self.norm_out(h))))
+        h = self.norm_out(h)  # rebound step by step: each full-resolution activation is freed once the next exists
+        h = F.silu(h)
+        return self.unpatcher(self.conv_out(h))
