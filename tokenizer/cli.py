@@ -25,11 +25,13 @@ def _backends(args: argparse.Namespace) -> int:
     print(
         f"triton: {'installed' if _dispatch.HAS_TRITON else 'not installed'}"
         f"  interpreter: {'on' if _dispatch.interpreting() else 'off'}"
+        f"  faiss: {'installed' if _dispatch.HAS_FAISS else 'not installed'}"
     )
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     for device in devices:
         path = "triton" if _dispatch.use_triton(device) else "torch"
-        print(f"{device.type}: {path}")
+        search = "faiss" if _dispatch.use_faiss(device) else path
+        print(f"{device.type}: {path} (nearest-code search: {search})")
     return 0
 
 

@@ -1,6 +1,7 @@
 import argparse
 
 import pytest
+import torch
 
 from tokenizer import Tokenizer, TokenizerConfig, __version__
 from tokenizer.cli import main
@@ -14,6 +15,13 @@ def test_backends_reports_the_cpu_path(capsys, monkeypatch):
     out = capsys.readouterr().out
     assert f"tokenizer {__version__}" in out
     assert "cpu: torch" in out or "cpu: triton" in out
+    from kernels import _dispatch
+
+    expected = "faiss" if _dispatch.use_faiss(torch.device("cpu")) else ("triton" if "cpu: triton" in out else "torch")
+    assert f"(nearest-code search: {expected})" in out
+    monkeypatch.setenv("TOKENIZER_KERNELS", "torch")
+    assert main(["backends"]) == 0
+    assert "cpu: torch (nearest-code search: torch)" in capsys.readouterr().out
 
 
 def test_version(capsys):
