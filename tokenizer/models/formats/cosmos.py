@@ -34,6 +34,7 @@ import torch
 
 from ...quantizers import FSQConfig
 from ..config import TokenizerConfig
+from ._common import tensor_shape
 from .reading import Checkpoint
 
 if TYPE_CHECKING:
@@ -94,12 +95,6 @@ def state_dict(checkpoint: Checkpoint) -> dict[str, torch.Tensor]:
     return merged
 
 
-def _shape(state: Mapping[str, torch.Tensor], name: str) -> torch.Size:
-    if name not in state:
-        raise ValueError(f"cannot infer the config: the checkpoint has no tensor {name!r}")
-    return state[name].shape
-
-
 def _levels_with(state: Mapping[str, torch.Tensor], pattern: str) -> list[int]:
     return sorted({int(m.group(1)) for k in state if (m := re.match(pattern, k))})
 
@@ -118,9 +113,9 @@ def infer_config(checkpoint: Checkpoint | Mapping[str, torch.Tensor]) -> Tokeniz
     and the quantizer's ``_levels`` buffer. Pixels are RGB; attention levels are expressed as
     ``attn_resolutions`` against ``resolution=256`` (the released models attend only in the middle)."""
     state = state_dict(checkpoint) if isinstance(checkpoint, Checkpoint) else checkpoint
-    ch, patched_in = _shape(state, "encoder.conv_in.weight")[:2]
+    ch, patched_in = tensor_shape(state, "encoder.conv_in.weight")[:2]
     patch_size = math.isqrt(patched_in // RGB)
-    if RGB * patch_size**2 != patched_in or _shape(state, "decoder.conv_out.weight")[0] != patched_in:
+    if RGB * patch_size**2 != patched_in or tensor_shape(state, "decoder.conv_out.weight")[0] != patched_in:
         raise ValueError(
             f"cannot infer the config: encoder.conv_in takes {patched_in} and decoder.conv_out gives "
             f"{state['decoder.conv_out.weight'].shape[0]} channels, not both 3 * patch_size^2"
@@ -138,7 +133,7 @@ def infer_config(checkpoint: Checkpoint | Mapping[str, torch.Tensor]) -> Tokeniz
         )
     ch_mult = []
     for i in levels:
-        width = _shape(state, f"encoder.down.{i}.block.0.conv1.weight")[0]
+        width = tensor_shape(state, f"encoder.down.{i}.block.0.conv1.weight")[0]
         if width % ch:
             raise ValueError(f"cannot infer the config: level {i} has {width} channels, not a multiple of ch={ch}")
         ch_mult.append(width // ch)
@@ -153,7 +148,7 @@ def infer_config(checkpoint: Checkpoint | Mapping[str, torch.Tensor]) -> Tokeniz
     if _levels_with(state, r"decoder\.up\.(\d+)\.attn\.") != attention:
         raise ValueError("cannot infer the config: the encoder and decoder attend at different levels")
     fsq_levels = tuple(int(v) for v in state[ENCODER_LEVELS].tolist())
-    embed_dim, z_channels = _shape(state, "quant_conv.weight")[:2]
+    embed_dim, z_channels = tensor_shape(state, "quant_conv.weight")[:2]
     if embed_dim != len(fsq_levels):
         raise ValueError(f"cannot infer the config: quant_conv gives {embed_dim} channels for FSQ levels {fsq_levels}")
     return TokenizerConfig(

@@ -46,6 +46,7 @@ import torch
 
 from ...quantizers import VQConfig
 from ..config import TokenizerConfig
+from ._common import imported_vq, tensor_shape
 from .reading import Checkpoint
 from .taming import TAMING_RESOLUTION, to_tokenizer_state
 
@@ -134,12 +135,6 @@ def load(checkpoint: Checkpoint, config: TokenizerConfig) -> Tokenizer:
     return model.eval()
 
 
-def _shape(state: Mapping[str, torch.Tensor], name: str) -> torch.Size:
-    if name not in state:
-        raise ValueError(f"cannot infer the config: the checkpoint has no tensor {name!r}")
-    return state[name].shape
-
-
 def _indices(state: Mapping[str, torch.Tensor], pattern: str) -> list[int]:
     return sorted({int(m.group(1)) for k in state if (m := re.match(pattern, k))})
 
@@ -158,13 +153,13 @@ def infer_config(checkpoint: Checkpoint | Mapping[str, torch.Tensor]) -> Tokeniz
         state = checkpoint
     if any(".conv_norm_out.norm_layer." in k or ".conv_y." in k for k in state):
         raise ValueError("the checkpoint has spatially conditioned norms (MoVQ, norm_type='spatial'): not supported")
-    ch, in_channels = _shape(state, "encoder.conv_in.weight")[:2]
+    ch, in_channels = tensor_shape(state, "encoder.conv_in.weight")[:2]
     levels = _indices(state, r"encoder\.down_blocks\.(\d+)\.")
     if not levels or levels != list(range(len(levels))):
         raise ValueError(f"cannot infer the config: encoder down_blocks {levels} are not 0..n-1")
     ch_mult = []
     for i in levels:
-        width = _shape(state, f"encoder.down_blocks.{i}.resnets.0.conv1.weight")[0]
+        width = tensor_shape(state, f"encoder.down_blocks.{i}.resnets.0.conv1.weight")[0]
         if width % ch:
             raise ValueError(
                 f"cannot infer the config: block_out_channels[{i}] = {width} is not a multiple of "
@@ -184,25 +179,17 @@ def infer_config(checkpoint: Checkpoint | Mapping[str, torch.Tensor]) -> Tokeniz
     mid_attention = any(k.startswith("encoder.mid_block.attentions.") for k in state)
     if mid_attention != any(k.startswith("decoder.mid_block.attentions.") for k in state):
         raise ValueError("only one of the encoder's and decoder's mid blocks has attention: not supported")
-    n_embed, embed_dim = _shape(state, CODEBOOK)
-    quantizer = VQConfig(
-        codebook_size=n_embed,
-        dim=embed_dim,
-        metric="l2",
-        update="grad",
-        commitment_weight=0.25,
-        kmeans_init=False,
-        dead_code_threshold=0.0,
-    )
+    n_embed, embed_dim = tensor_shape(state, CODEBOOK)
+    quantizer = imported_vq(n_embed, embed_dim)
     return TokenizerConfig(
         in_channels=in_channels,
-        out_channels=_shape(state, "decoder.conv_out.weight")[0],
+        out_channels=tensor_shape(state, "decoder.conv_out.weight")[0],
         ch=ch,
         ch_mult=tuple(ch_mult),
         num_res_blocks=len(_indices(state, r"encoder\.down_blocks\.0\.resnets\.(\d+)\.")),
         attn_resolutions=tuple(TAMING_RESOLUTION // 2**i for i in encoder_attention),
         resolution=TAMING_RESOLUTION,
-        z_channels=_shape(state, "quant_conv.weight")[1],
+        z_channels=tensor_shape(state, "quant_conv.weight")[1],
         dropout=0.0,
         mid_attention=mid_attention,
         quantizer=quantizer,

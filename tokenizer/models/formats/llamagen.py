@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from ...quantizers import VQConfig
 from ..config import TokenizerConfig
+from ._common import imported_vq, tensor_shape
 from .reading import Checkpoint
 from .taming import to_tokenizer_state
 
@@ -99,12 +100,6 @@ def _count(state: Mapping[str, torch.Tensor], prefix: str) -> int:
     return len({int(m.group(1)) for k in state if (m := re.match(rf"{re.escape(prefix)}\.(\d+)\.", k))})
 
 
-def _shape(state: Mapping[str, torch.Tensor], name: str) -> torch.Size:
-    if name not in state:
-        raise ValueError(f"cannot infer the config: the checkpoint has no tensor {name!r}")
-    return state[name].shape
-
-
 def infer_config(checkpoint: Checkpoint | Mapping[str, torch.Tensor]) -> TokenizerConfig:
     """The ``TokenizerConfig`` of a LlamaGen checkpoint (or its state dict), read off its tensor shapes.
 
@@ -116,19 +111,19 @@ def infer_config(checkpoint: Checkpoint | Mapping[str, torch.Tensor]) -> Tokeniz
     """
     source = str(checkpoint.source) if isinstance(checkpoint, Checkpoint) else "the state dict"
     state = state_dict(checkpoint) if isinstance(checkpoint, Checkpoint) else checkpoint
-    ch, in_channels = _shape(state, "encoder.conv_in.weight")[:2]
+    ch, in_channels = tensor_shape(state, "encoder.conv_in.weight")[:2]
     levels = _levels(state, "encoder")
     if not levels or levels != list(range(len(levels))):
         raise ValueError(f"{source}: encoder levels {levels} are not 0..n-1")
     n = len(levels)
     ch_mult = []
     for i in levels:
-        width = _shape(state, f"encoder.conv_blocks.{i}.res.0.conv1.weight")[0]
+        width = tensor_shape(state, f"encoder.conv_blocks.{i}.res.0.conv1.weight")[0]
         if width % ch:
             raise ValueError(f"{source}: encoder level {i} has {width} channels, not a multiple of ch={ch}")
         ch_mult.append(width // ch)
     decoder_levels = _levels(state, "decoder")
-    decoder_widths = [_shape(state, f"decoder.conv_blocks.{k}.res.0.conv1.weight")[0] for k in decoder_levels]
+    decoder_widths = [tensor_shape(state, f"decoder.conv_blocks.{k}.res.0.conv1.weight")[0] for k in decoder_levels]
     if decoder_widths != [ch * m for m in reversed(ch_mult)]:
         raise ValueError(
             f"{source}: the decoder's level widths {decoder_widths[::-1]} (full resolution first) differ from the "
@@ -137,25 +132,17 @@ def infer_config(checkpoint: Checkpoint | Mapping[str, torch.Tensor]) -> Tokeniz
     num_res_blocks = _count(state, "encoder.conv_blocks.0.res")
     if _count(state, "decoder.conv_blocks.0.res") != num_res_blocks + 1:
         raise ValueError(f"{source}: the decoder levels do not hold num_res_blocks + 1 = {num_res_blocks + 1} blocks")
-    n_embed, embed_dim = _shape(state, LLAMAGEN_CODEBOOK)
-    quantizer = VQConfig(
-        codebook_size=n_embed,
-        dim=embed_dim,
-        metric="cosine",
-        update="grad",
-        commitment_weight=0.25,
-        kmeans_init=False,
-        dead_code_threshold=0.0,
-    )
+    n_embed, embed_dim = tensor_shape(state, LLAMAGEN_CODEBOOK)
+    quantizer = imported_vq(n_embed, embed_dim, metric="cosine")
     return TokenizerConfig(
         in_channels=in_channels,
-        out_channels=_shape(state, "decoder.conv_out.weight")[0],
+        out_channels=tensor_shape(state, "decoder.conv_out.weight")[0],
         ch=ch,
         ch_mult=tuple(ch_mult),
         num_res_blocks=num_res_blocks,
         attn_resolutions=(RESOLUTION // 2 ** (n - 1),),
         resolution=RESOLUTION,
-        z_channels=_shape(state, "quant_conv.weight")[1],
+        z_channels=tensor_shape(state, "quant_conv.weight")[1],
         dropout=0.0,
         quantizer=quantizer,
     )

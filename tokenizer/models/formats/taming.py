@@ -27,6 +27,7 @@ import torch
 
 from ...quantizers import GumbelConfig, VQConfig
 from ..config import TokenizerConfig
+from ._common import imported_vq, tensor_shape
 from .reading import Checkpoint
 
 if TYPE_CHECKING:
@@ -104,12 +105,6 @@ def load(checkpoint: Checkpoint, config: TokenizerConfig) -> Tokenizer:
     return model.eval()
 
 
-def _shape(state: Mapping[str, torch.Tensor], name: str) -> torch.Size:
-    if name not in state:
-        raise ValueError(f"cannot infer the config: the checkpoint has no tensor {name!r}")
-    return state[name].shape
-
-
 def infer_config(checkpoint: Checkpoint | Mapping[str, torch.Tensor]) -> TokenizerConfig:
     """The ``TokenizerConfig`` of a taming / latent-diffusion checkpoint (or its state dict), from tensor shapes.
 
@@ -122,42 +117,33 @@ def infer_config(checkpoint: Checkpoint | Mapping[str, torch.Tensor]) -> Tokeniz
     - Gumbel: a ``GumbelConfig`` with GumbelVQ's ``kl_weight=1e-8`` and temperature 1.
     """
     state = state_dict(checkpoint) if isinstance(checkpoint, Checkpoint) else checkpoint
-    ch, in_channels = _shape(state, "encoder.conv_in.weight")[:2]
+    ch, in_channels = tensor_shape(state, "encoder.conv_in.weight")[:2]
     levels = sorted({int(m.group(1)) for k in state if (m := re.match(r"encoder\.down\.(\d+)\.", k))})
     if levels != list(range(len(levels))) or not levels:
         raise ValueError(f"cannot infer the config: encoder levels {levels} are not 0..n-1")
     blocks = {int(m.group(1)) for k in state if (m := re.match(r"encoder\.down\.0\.block\.(\d+)\.", k))}
     ch_mult = []
     for i in levels:
-        width = _shape(state, f"encoder.down.{i}.block.0.conv1.weight")[0]
+        width = tensor_shape(state, f"encoder.down.{i}.block.0.conv1.weight")[0]
         if width % ch:
             raise ValueError(f"cannot infer the config: level {i} has {width} channels, not a multiple of ch={ch}")
         ch_mult.append(width // ch)
     attention = [i for i in levels if any(k.startswith(f"encoder.down.{i}.attn.") for k in state)]
-    embed_dim, z_channels = _shape(state, "quant_conv.weight")[:2]
+    embed_dim, z_channels = tensor_shape(state, "quant_conv.weight")[:2]
     if _is_gumbel(state):
-        n_embed, proj_in = _shape(state, GUMBEL_PROJ)[:2]
-        if proj_in != embed_dim or _shape(state, GUMBEL_CODES) != (n_embed, embed_dim):
+        n_embed, proj_in = tensor_shape(state, GUMBEL_PROJ)[:2]
+        if proj_in != embed_dim or tensor_shape(state, GUMBEL_CODES) != (n_embed, embed_dim):
             raise ValueError(
                 f"cannot infer the config: GumbelVQ's quantize.proj takes {proj_in} channels and quantize.embed is "
-                f"{tuple(_shape(state, GUMBEL_CODES))}, but quant_conv gives {embed_dim} (they must agree)"
+                f"{tuple(tensor_shape(state, GUMBEL_CODES))}, but quant_conv gives {embed_dim} (they must agree)"
             )
         quantizer = GumbelConfig(codebook_size=n_embed, dim=embed_dim, kl_weight=GUMBEL_KL_WEIGHT)
     else:
-        n_embed, embed_dim = _shape(state, TAMING_CODEBOOK)
-        quantizer = VQConfig(
-            codebook_size=n_embed,
-            dim=embed_dim,
-            metric="l2",
-            update="grad",
-            commitment_weight=1.0,
-            codebook_weight=TAMING_BETA,
-            kmeans_init=False,
-            dead_code_threshold=0.0,
-        )
+        n_embed, embed_dim = tensor_shape(state, TAMING_CODEBOOK)
+        quantizer = imported_vq(n_embed, embed_dim, commitment_weight=1.0, codebook_weight=TAMING_BETA)
     return TokenizerConfig(
         in_channels=in_channels,
-        out_channels=_shape(state, "decoder.conv_out.weight")[0],
+        out_channels=tensor_shape(state, "decoder.conv_out.weight")[0],
         ch=ch,
         ch_mult=tuple(ch_mult),
         num_res_blocks=len(blocks),
