@@ -6,17 +6,22 @@ this module adds the pattern only tests need. In a ``"counter"`` clip frame ``i`
 tells which source frame a decoded frame is (up to frame 1023): seeking, strides and frame rates are checked
 against numbers, not against pixels.
 
-``synthetic_frames`` and ``make_test_clip`` take every pattern, with the package's signatures.
+``synthetic_frames`` and ``make_test_clip`` take every pattern, with the package's signatures; ``write_segments``
+writes a stream whose resolution changes part-way.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import torch
 from PIL import Image
 
+from tokenizer._atomic import atomic_target
 from tokenizer.data import video_synth
 from tokenizer.data.video_write import write_video
 
@@ -82,3 +87,48 @@ def read_counter(frame: torch.Tensor) -> int:
         if centre.mean() > 0:  # halfway between dark and light
             value |= 1 << bit
     return value
+
+
+def write_segments(
+    path: str | Path,
+    segments: Sequence[np.ndarray],
+    fps: float = 10.0,
+    container_options: Mapping[str, str] | None = None,
+) -> Path:
+    """Encode ``segments`` (uint8 ``[T, H, W, 3]`` each, even sides; sizes may differ) one after the other into
+    one MPEG-4 Part 2 video stream of an .mp4/.mov/.mkv at ``path``, and return the path.
+
+    Each segment has its own encoder, so it starts with a keyframe whose in-band header carries its size: with
+    two sizes this is a stream that changes resolution part-way, as a camera switching modes or a splice makes
+    (H.264 in mp4 could not: its one header lives in the index). ``container_options`` go to the muxer, e.g.
+    ``{"movflags": "+faststart"}`` puts an mp4's index before its data. Written atomically.
+    """
+    formats = {".mp4": "mp4", ".mov": "mov", ".mkv": "matroska"}
+    suffix = Path(path).suffix.lower()
+    if suffix not in formats:
+        raise ValueError(f"cannot write {str(path)!r}: write_segments writes {sorted(formats)}, not {suffix!r}")
+    if not segments:
+        raise ValueError("cannot write an empty video: no segments were given")
+    rate = Fraction(fps).limit_denominator(1_000_000)
+    options = dict(container_options or {})
+    with atomic_target(path) as temporary, av.open(str(temporary), "w", formats[suffix], options=options) as container:
+        stream = container.add_stream("mpeg4", rate=rate)
+        stream.height, stream.width = segments[0].shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        pts = 0
+        for number, pixels in enumerate(segments):
+            encoder = stream.codec_context
+            if number:  # a fresh encoder: its first packet is a keyframe with the new size in its header
+                encoder = av.CodecContext.create("mpeg4", "w")
+                encoder.height, encoder.width = pixels.shape[1:3]
+                encoder.pix_fmt, encoder.framerate = "yuv420p", rate
+            encoder.time_base = 1 / rate
+            for rgb in [*pixels, None]:
+                frame = None
+                if rgb is not None:
+                    frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+                    frame.pts, frame.time_base, pts = pts, encoder.time_base, pts + 1
+                for packet in encoder.encode(frame):
+                    packet.stream = stream
+                    container.mux(packet)
+    return Path(path)

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests._video_synth import make_test_clip, read_counter, synthetic_frames
+from tests._video_synth import make_test_clip, read_counter, synthetic_frames, write_segments
 from tokenizer.data import video
 from tokenizer.data.video import (
     ClipSpec,
@@ -23,7 +23,7 @@ from tokenizer.data.video import (
     probe_video,
     read_clip,
 )
-from tokenizer.data.video_synth import bundled_real_clips, write_segments
+from tokenizer.data.video_synth import bundled_real_clips
 from tokenizer.data.video_write import _frames_uint8, _video_tensor, write_side_by_side, write_video
 
 # (extension, write_video keyword arguments, decoder name)

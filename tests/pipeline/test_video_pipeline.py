@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from tests._models import small_video_model
-from tests._video_synth import make_test_clip, synthetic_frames
+from tests._video_synth import make_test_clip, synthetic_frames, write_segments
 from tokenizer import cli
 from tokenizer.data.items import VideoSampling
 from tokenizer.data.preprocess import ImagePreprocess
 from tokenizer.data.sources import collect_inputs
 from tokenizer.data.video import ClipSpec, iter_frames, probe_video, read_clip
-from tokenizer.data.video_synth import bundled_real_clips, write_segments
+from tokenizer.data.video_synth import bundled_real_clips
 from tokenizer.pipeline import EncodeOptions, encode_dataset
 from tokenizer.reconstruct import decode_folder
 from tokenizer.tokens import TokenDataset
