@@ -133,25 +133,36 @@ class TokenizerConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (lists for tuples); the quantizer carries a ``"kind"`` tag."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            out[f.name] = _quantizer_to_dict(value) if f.name == "quantizer" else _jsonable(value)
-        return out
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TokenizerConfig:
         """Inverse of ``to_dict``; missing fields take their defaults, unknown keys raise ``ValueError``."""
-        if not isinstance(data, dict):
-            raise TypeError(f"a tokenizer config must be a dict, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown TokenizerConfig keys {unknown}; known keys are {sorted(names)}")
-        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "quantizer"}
-        if "quantizer" in data:
-            kwargs["quantizer"] = _quantizer_from_dict(data["quantizer"])
-        return cls(**kwargs)
+        return config_from_dict(cls, data)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A model config dataclass as a JSON-ready dict: lists for tuples, the quantizer with its ``"kind"`` tag."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        out[f.name] = _quantizer_to_dict(value) if f.name == "quantizer" else _jsonable(value)
+    return out
+
+
+def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Inverse of ``config_to_dict`` for the config class ``cls``: lists become tuples, missing fields take their
+    defaults, unknown keys raise ``ValueError`` naming them."""
+    if not isinstance(data, dict):
+        raise TypeError(f"a {cls.__name__} must be a dict, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} keys {unknown}; known keys are {sorted(names)}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k != "quantizer"}
+    if "quantizer" in data:
+        kwargs["quantizer"] = _quantizer_from_dict(data["quantizer"])
+    return cls(**kwargs)
 
 
 def _is_int(value: object) -> bool:

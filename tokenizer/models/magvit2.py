@@ -8,7 +8,6 @@ its adaptive group norms). Blocks: ``tokenizer.models.magvit2_blocks``; everythi
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -16,7 +15,7 @@ import torch
 from torch import nn
 
 from ..quantizers import LFQConfig, build_quantizer
-from .config import MAX_LEVELS, _quantizer_from_dict, _quantizer_to_dict
+from .config import MAX_LEVELS, _is_int, config_from_dict, config_to_dict
 from .magvit2_blocks import GROUPS, Magvit2Decoder, Magvit2Encoder
 from .tokenizer import Tokenizer
 
@@ -81,28 +80,12 @@ class Magvit2Config:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (lists for tuples); the quantizer carries its ``"kind"`` tag."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        out["ch_mult"] = list(self.ch_mult)
-        out["quantizer"] = _quantizer_to_dict(self.quantizer)
-        return out
+        return config_to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Magvit2Config:
         """Inverse of ``to_dict``; missing fields take their defaults, unknown keys raise ``ValueError``."""
-        if not isinstance(data, dict):
-            raise TypeError(f"a magvit2 config must be a dict, got {type(data).__name__}")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown Magvit2Config keys {unknown}; known keys are {sorted(names)}")
-        kwargs = dict(data)
-        if "quantizer" in kwargs:
-            kwargs["quantizer"] = _quantizer_from_dict(kwargs["quantizer"])
-        return cls(**kwargs)
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+        return config_from_dict(cls, data)
 
 
 class Magvit2Tokenizer(Tokenizer):
