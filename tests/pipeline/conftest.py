@@ -35,6 +35,11 @@ def model_dir(tmp_path: Path) -> Path:
     return folder
 
 
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` by relative path (what 'identical output' compares)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def write_image(path: Path, width: int, height: int, seed: int, mode: str = "RGB") -> Path:
     rng = np.random.default_rng(seed)
     ramp = np.linspace(0, 255, width)[None, :, None] * np.ones((height, 1, 3))

@@ -24,7 +24,7 @@ from tokenizer.data.sources import collect_inputs, expand_braces
 from tokenizer.pipeline import EncodeOptions, encode_dataset
 from tokenizer.tokens import TokenDataset
 
-from .conftest import tiny_model, write_image
+from .conftest import snapshot, tiny_model, write_image
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -34,10 +34,6 @@ def _options(**overrides) -> EncodeOptions:
     fields = {"preprocess": ImagePreprocess(factor=4), "shard_size": 3, "batch_size": 2, "progress": False}
     fields.update(overrides)
     return EncodeOptions(**fields)
-
-
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def _rows(path: Path) -> list[dict]:
@@ -154,7 +150,7 @@ def test_a_shard_gives_the_same_tokens_as_its_images_as_loose_files(tmp_path):
     tar = write_tar(tmp_path / "s.tar", [(f"{i}.png", p.read_bytes()) for i, p in enumerate(images)])
     encode_dataset(images, tiny_model(), tmp_path / "loose", _options())
     encode_dataset([tar], tiny_model(), tmp_path / "tar", _options())
-    loose, packed = _snapshot(tmp_path / "loose"), _snapshot(tmp_path / "tar")
+    loose, packed = snapshot(tmp_path / "loose"), snapshot(tmp_path / "tar")
     shards = [name for name in loose if name.startswith("tokens-")]
     assert shards and all(loose[name] == packed[name] for name in shards)
 
@@ -179,11 +175,11 @@ def test_broken_and_cut_short_containers_are_errors_not_crashes(tmp_path):
 def test_a_changed_shard_is_redone_on_rerun(tmp_path, shards):
     inputs = collect_inputs([shards])
     encode_dataset(inputs, tiny_model(), tmp_path / "out", _options())
-    before = _snapshot(tmp_path / "out")
+    before = snapshot(tmp_path / "out")
     os.utime(shards / "00001.tar", ns=(1, 1))  # its two chunks (five samples) are redone
     summary = encode_dataset(inputs, tiny_model(), tmp_path / "out", _options())
     assert (summary.shards_redone, summary.shards_written, summary.shards_skipped) == (2, 2, 4)
-    after = _snapshot(tmp_path / "out")
+    after = snapshot(tmp_path / "out")
     assert {k for k in after if after[k] != before[k]} == {"parts/inputs-00001.jsonl", "parts/inputs-00002.jsonl"}
 
 
@@ -219,7 +215,7 @@ def test_sigkill_then_rerun_gives_the_same_output(tmp_path, shards, model_dir):
         process.send_signal(signal.SIGKILL)
         process.wait()
     subprocess.run([*args, "--out", str(killed)], check=True, env=env, capture_output=True)
-    assert _snapshot(killed) == _snapshot(reference)
+    assert snapshot(killed) == snapshot(reference)
 
 
 def _rank_worker(rank: int, world: int, init_file: str, model_dir: str, inputs: list[str], out: str) -> None:
@@ -240,7 +236,7 @@ def test_two_processes_split_by_shard_and_write_the_same_output_as_one(tmp_path,
     encode_dataset(collect_inputs(inputs), Tokenizer.from_pretrained(model_dir), single, options)
     pair = tmp_path / "pair"
     mp.spawn(_rank_worker, args=(2, str(tmp_path / "init"), str(model_dir), inputs, str(pair)), nprocs=2)
-    assert _snapshot(pair) == _snapshot(single)
+    assert snapshot(pair) == snapshot(single)
     manifest = _rows(single / "manifest.jsonl")
     assert {r["meta"]["txt"] for r in manifest if ".tar#" in r["source"]} == {
         f"caption {s}/{i}" for s in range(3) for i in range(3)

@@ -23,18 +23,13 @@ from tokenizer.data.sources import collect_inputs
 from tokenizer.pipeline import EncodeOptions, OutputMismatchError, StrictModeError, encode_dataset
 from tokenizer.tokens import TokenDataset, list_shards
 
-from .conftest import tiny_model, write_image
+from .conftest import snapshot, tiny_model, write_image
 
 
 def _options(**overrides) -> EncodeOptions:
     fields = {"preprocess": ImagePreprocess(factor=4), "shard_size": 5, "batch_size": 3, "progress": False}
     fields.update(overrides)
     return EncodeOptions(**fields)
-
-
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under ``folder`` by relative path (what 'identical output' compares)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_tokens_equal_the_models_and_the_manifest_describes_them(tmp_path, image_folder):
@@ -64,17 +59,17 @@ def test_batch_size_and_workers_do_not_change_the_output(tmp_path, image_folder)
     inputs = collect_inputs([image_folder])
     encode_dataset(inputs, tiny_model(), tmp_path / "a", _options(batch_size=1))
     encode_dataset(inputs, tiny_model(), tmp_path / "b", _options(batch_size=4, workers=2))
-    assert _snapshot(tmp_path / "a") == _snapshot(tmp_path / "b")
+    assert snapshot(tmp_path / "a") == snapshot(tmp_path / "b")
 
 
 def test_a_rerun_skips_finished_shards_and_changes_nothing(tmp_path, image_folder):
     inputs = collect_inputs([image_folder])
     encode_dataset(inputs, tiny_model(), tmp_path / "out", _options())
-    before = _snapshot(tmp_path / "out")
+    before = snapshot(tmp_path / "out")
     (tmp_path / "out" / "tokens-00002.safetensors").unlink()  # as if the run died before this shard
     summary = encode_dataset(inputs, tiny_model(), tmp_path / "out", _options())
     assert summary.shards_skipped == 3 and summary.shards_written == 1
-    assert _snapshot(tmp_path / "out") == before
+    assert snapshot(tmp_path / "out") == before
 
 
 def test_an_output_folder_of_another_tokenizer_or_settings_is_refused(tmp_path, image_folder):
@@ -162,7 +157,7 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_same_output(tmp_path, image_
         process.send_signal(signal.SIGKILL)
         process.wait()
     subprocess.run([*args, "--out", str(killed)], check=True, env=env, capture_output=True)
-    assert _snapshot(killed) == _snapshot(reference)  # stale temporary files included: none are left
+    assert snapshot(killed) == snapshot(reference)  # stale temporary files included: none are left
 
 
 def _rank_worker(rank: int, world: int, init_file: str, model_dir: str, image_folder: str, out: str) -> None:
@@ -180,7 +175,7 @@ def test_two_processes_write_the_same_output_as_one(tmp_path, image_folder, mode
     encode_dataset(collect_inputs([image_folder]), Tokenizer.from_pretrained(model_dir), single, _options())
     pair = tmp_path / "pair"
     mp.spawn(_rank_worker, args=(2, str(tmp_path / "init"), str(model_dir), str(image_folder), str(pair)), nprocs=2)
-    assert _snapshot(pair) == _snapshot(single)
+    assert snapshot(pair) == snapshot(single)
 
 
 def test_inputs_from_globs_and_lists(tmp_path, image_folder):

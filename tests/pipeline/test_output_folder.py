@@ -18,17 +18,13 @@ from tokenizer.data.sources import collect_inputs
 from tokenizer.pipeline import EncodeOptions, OutputBusyError, OutputMismatchError, encode_dataset
 from tokenizer.tokens import TokenDataset
 
-from .conftest import tiny_model, write_image
+from .conftest import snapshot, tiny_model, write_image
 
 
 def _options(**overrides) -> EncodeOptions:
     fields = {"preprocess": ImagePreprocess(factor=4), "shard_size": 5, "batch_size": 3, "progress": False}
     fields.update(overrides)
     return EncodeOptions(**fields)
-
-
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture
@@ -51,14 +47,14 @@ def test_a_non_empty_folder_we_did_not_make_is_refused_and_left_untouched(tmp_pa
     (out / "errors.jsonl").write_text("their log\n")
     (out / ".draft.tmp").write_text("a temporary file of theirs")
     (out / "parts" / "manifest-00000.jsonl").write_text("theirs\n")
-    before = _snapshot(out)
+    before = snapshot(out)
     code = cli.main(["encode", str(small_folder), "--model", str(model_dir), "--out", str(out), "--workers", "0"])
     assert code == 2
     message = capsys.readouterr().err
     assert str(out) in message and "run.json" in message and "not empty" in message
     with pytest.raises(OutputMismatchError, match="not empty"):
         encode_dataset(collect_inputs([small_folder]), tiny_model(), out, _options())
-    assert _snapshot(out) == before  # nothing deleted, overwritten or added (not even the lock file)
+    assert snapshot(out) == before  # nothing deleted, overwritten or added (not even the lock file)
 
 
 def test_only_our_own_temporary_files_are_removed(tmp_path, small_folder):
@@ -122,7 +118,7 @@ def test_resume_redoes_the_shards_whose_inputs_changed(tmp_path, small_folder):
     assert row["sha256"] != old_sha and row["shape"] == [5, 6]
     fresh = tmp_path / "fresh"  # the resumed folder equals a run from scratch over today's inputs
     encode_dataset(inputs, tiny_model(), fresh, _options())
-    assert _snapshot(out) == _snapshot(fresh)
+    assert snapshot(out) == snapshot(fresh)
     expected = tiny_model().encode(load_for_tokenization(changed, ImagePreprocess(factor=4)).pixels[None])[0]
     dataset = TokenDataset(out)
     item = next(dataset[i] for i in range(len(dataset)) if dataset[i]["source"] == str(changed))
@@ -131,7 +127,7 @@ def test_resume_redoes_the_shards_whose_inputs_changed(tmp_path, small_folder):
     (out / "parts" / "inputs-00002.jsonl").unlink()  # a shard without a record of its inputs (older version)
     summary = encode_dataset(inputs, tiny_model(), out, _options())
     assert (summary.shards_redone, summary.shards_skipped) == (1, 2)
-    assert _snapshot(out) == _snapshot(fresh)
+    assert snapshot(out) == snapshot(fresh)
 
 
 def test_the_inputs_part_records_size_and_mtime_of_each_input(tmp_path, small_folder):
