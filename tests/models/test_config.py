@@ -100,6 +100,8 @@ def test_from_dict_rejects_unknown_keys(data, named):
         ({"ch_mult": (1.5,)}, "ch_mult"),
         ({"ch": 0}, "ch"),
         ({"ch": 48}, "ch"),  # GroupNorm(32) needs multiples of 32
+        ({"ch": 32, "norm_groups": 12}, "norm_groups"),
+        ({"norm_groups": 0}, "norm_groups"),
         ({"ch": 32, "ch_mult": (1, 3, 1.0)}, "ch_mult"),
         ({"num_res_blocks": 0}, "num_res_blocks"),
         ({"z_channels": -1}, "z_channels"),

@@ -299,3 +299,16 @@ def test_foreign_or_newer_configs_are_refused(tmp_path, key, value, match):
     (tmp_path / "config.json").write_text(json.dumps(data))
     with pytest.raises(ValueError, match=match):
         Tokenizer.from_pretrained(tmp_path)
+
+
+def test_norm_groups_reach_every_group_norm_and_round_trip(tmp_path):
+    model = Tokenizer(tiny(norm_groups=8)).eval()
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and {m.num_groups for m in norms} == {8}
+    model.save_pretrained(tmp_path)
+    loaded = Tokenizer.from_pretrained(tmp_path).eval()
+    assert loaded.config.norm_groups == 8
+    pixels = torch.rand(1, 3, 32, 24) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixels)[0], model(pixels)[0])
+    assert {m.num_groups for m in Tokenizer(tiny()).modules() if isinstance(m, torch.nn.GroupNorm)} == {32}

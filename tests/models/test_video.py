@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -172,3 +174,9 @@ def test_save_load_and_config_tags(tmp_path):
 
     with pytest.raises(ValueError, match="video tokenizer"):
         Tokenizer.from_pretrained(tmp_path / "video")
+
+
+def test_norm_groups_reach_every_frame_norm():
+    config = dataclasses.replace(tiny(), norm_groups=16)
+    norms = [m for m in VideoTokenizer(config).modules() if isinstance(m, torch.nn.GroupNorm)]
+    assert norms and {m.num_groups for m in norms} == {16}

@@ -24,9 +24,9 @@ from .config import TokenizerConfig
 from .patching import Patcher
 
 
-def normalize(channels: int) -> nn.GroupNorm:
-    """Taming's ``Normalize``: 32 groups, eps 1e-6, affine."""
-    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+def normalize(channels: int, groups: int = 32) -> nn.GroupNorm:
+    """Taming's ``Normalize``: ``groups`` groups (taming: 32), eps 1e-6, affine."""
+    return nn.GroupNorm(num_groups=groups, num_channels=channels, eps=1e-6, affine=True)
 
 
 def conv3x3(channels_in: int, channels_out: int, stride: int = 1, padding: int = 1) -> nn.Conv2d:
@@ -76,9 +76,9 @@ class AttnBlock(nn.Module):
     convolutions for ``q``, ``k``, ``v`` and ``proj_out`` and a residual connection. Memory is linear in
     ``H*W`` (query blocks, ``tokenizer.models.attention``)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, norm_groups: int = 32) -> None:
         super().__init__()
-        self.norm = normalize(channels)
+        self.norm = normalize(channels, norm_groups)
         self.q = conv1x1(channels, channels)
         self.k = conv1x1(channels, channels)
         self.v = conv1x1(channels, channels)
@@ -155,14 +155,19 @@ class Middle(nn.Module):
         return self.block_2(self.attn_1(self.block_1(h)))
 
 
-IMAGE_OPS = Ops(
-    conv=conv3x3,
-    pointwise=conv1x1,
-    norm=normalize,
-    attention=AttnBlock,
-    downsample=lambda channels, level: Downsample(channels),
-    upsample=lambda channels, level: Upsample(channels),
-)
+def image_ops(norm_groups: int = 32) -> Ops:
+    """The 2-D layers, every GroupNorm with ``norm_groups`` groups."""
+    return Ops(
+        conv=conv3x3,
+        pointwise=conv1x1,
+        norm=lambda channels: normalize(channels, norm_groups),
+        attention=lambda channels: AttnBlock(channels, norm_groups),
+        downsample=lambda channels, level: Downsample(channels),
+        upsample=lambda channels, level: Upsample(channels),
+    )
+
+
+IMAGE_OPS = image_ops()
 
 
 class Encoder(nn.Module):
@@ -170,7 +175,7 @@ class Encoder(nn.Module):
 
     def __init__(self, config: TokenizerConfig, ops: Ops | None = None) -> None:
         super().__init__()
-        ops = ops or IMAGE_OPS
+        ops = ops or image_ops(config.norm_groups)
         ch, mult, attention = config.ch, config.ch_mult, config.attention_levels
         self.patcher = Patcher(config.patch_size, config.patch_method)
         self.conv_in = ops.conv(config.in_channels * config.patch_size**2, ch)
@@ -204,7 +209,7 @@ class Decoder(nn.Module):
 
     def __init__(self, config: TokenizerConfig, ops: Ops | None = None) -> None:
         super().__init__()
-        ops = ops or IMAGE_OPS
+        ops = ops or image_ops(config.norm_groups)
         ch, mult, attention = config.ch, config.ch_mult, config.attention_levels
         width = ch * mult[-1]
         self.conv_in = ops.conv(config.z_channels, width)

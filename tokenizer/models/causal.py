@@ -181,14 +181,14 @@ class CausalUpsample(nn.Module):
         return self.conv(x)
 
 
-def causal_ops(temporal_downsamplings: int) -> Ops:
+def causal_ops(temporal_downsamplings: int, norm_groups: int = 32) -> Ops:
     """Layers for a causal encoder/decoder whose first ``temporal_downsamplings`` downsamplings also halve
-    time (mirrored by the decoder's last upsamplings)."""
+    time (mirrored by the decoder's last upsamplings); every GroupNorm has ``norm_groups`` groups."""
     return Ops(
         conv=lambda c_in, c_out: CausalConv3d(c_in, c_out, 3),
         pointwise=lambda c_in, c_out: CausalConv3d(c_in, c_out, 1),
-        norm=lambda channels: FrameGroupNorm(32, channels, eps=1e-6, affine=True),
-        attention=FrameAttnBlock,
+        norm=lambda channels: FrameGroupNorm(norm_groups, channels, eps=1e-6, affine=True),
+        attention=lambda channels: FrameAttnBlock(channels, norm_groups),
         downsample=lambda channels, level: CausalDownsample(channels, temporal=level < temporal_downsamplings),
         upsample=lambda channels, level: CausalUpsample(channels, temporal=level <= temporal_downsamplings),
     )

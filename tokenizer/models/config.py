@@ -36,7 +36,10 @@ class TokenizerConfig:
     halves the resolution (the first ``num_resamples`` when set; the decoder doubles at its last ones), and
     ``patch_size > 1`` folds ``p x p`` pixel patches into channels first (``tokenizer.models.patching``), so
     the latent grid is ``H / downsample_factor x W / downsample_factor``.
-    Channel counts feed ``GroupNorm(32)``, so ``ch * ch_mult[i]`` must be a multiple of 32.
+    Channel counts feed ``GroupNorm(norm_groups)``, so ``ch * ch_mult[i]`` must be a multiple of ``norm_groups``.
+    A GroupNorm makes every group of channels zero-mean over the image, so one channel per group (``ch == 32``
+    with taming's 32 groups) erases each channel's mean before the decoder's ``conv_out``: flat colours cannot
+    come back. Keep at least 4 channels per group (taming: ``ch=128``, 32 groups).
     """
 
     in_channels: int = 3  # pixel channels read by the encoder (RGB)
@@ -50,6 +53,7 @@ class TokenizerConfig:
     dropout: float = 0.0  # dropout probability inside every ResnetBlock
     quantizer: QuantizerConfig = field(default_factory=_default_quantizer)  # its input width is embed_dim
     mid_attention: bool = True  # self-attention between the two middle ResnetBlocks (LDM's vq-f4-noattn: False)
+    norm_groups: int = 32  # groups of every GroupNorm in the encoder and decoder (taming's value)
     patch_size: int = 1  # pixels per side folded into channels before conv_in, unfolded after conv_out (Cosmos: 4)
     patch_method: str = "haar"  # how patches fold: "haar" wavelet sub-bands or "rearrange" (pixel unshuffle)
     num_resamples: int | None = None  # encoder levels 0..n-1 halve, decoder's last n double; None: len(ch_mult)-1
@@ -63,7 +67,7 @@ class TokenizerConfig:
                 raise TypeError(f"{name} must be a tuple of ints, got {type(value).__name__}")
             if not all(_is_int(v) for v in getattr(self, name)):
                 raise TypeError(f"{name} must hold ints, got {getattr(self, name)!r}")
-        for name in ("in_channels", "out_channels", "ch", "num_res_blocks", "resolution", "z_channels"):
+        for name in ("in_channels", "out_channels", "ch", "num_res_blocks", "resolution", "z_channels", "norm_groups"):
             value = getattr(self, name)
             if not _is_int(value):
                 raise TypeError(f"{name} must be an int, got {type(value).__name__}")
@@ -78,9 +82,9 @@ class TokenizerConfig:
             )
         if any(m < 1 for m in self.ch_mult):
             raise ValueError(f"ch_mult entries must be at least 1, got {self.ch_mult}")
-        if any(self.ch * m % 32 for m in self.ch_mult):
+        if any(self.ch * m % self.norm_groups for m in self.ch_mult):
             raise ValueError(
-                f"ch * ch_mult[i] must be a multiple of 32 (GroupNorm with 32 groups), got ch={self.ch}, "
+                f"ch * ch_mult[i] must be a multiple of norm_groups={self.norm_groups} (GroupNorm), got ch={self.ch}, "
                 f"ch_mult={self.ch_mult}"
             )
         if any(r < 1 for r in self.attn_resolutions):

@@ -17,7 +17,7 @@ from .._atomic import atomic_target
 from ..assets import MODELS_DIR
 from ..quantizers import QuantizerOutput, ResidualConfig, build_quantizer
 from ._state import check_state_dict
-from .blocks import IMAGE_OPS, Decoder, Encoder, Ops
+from .blocks import Decoder, Encoder, Ops, image_ops
 from .config import TokenizerConfig
 
 FORMAT = "tessera-tokenizer"  # the "format" tag of config.json
@@ -61,7 +61,7 @@ class Tokenizer(nn.Module):
     @classmethod
     def layer_ops(cls, config: TokenizerConfig) -> Ops:
         """The layers the encoder and decoder are built from (2-D here; causal 3-D in the video model)."""
-        return IMAGE_OPS
+        return image_ops(config.norm_groups)
 
     # --- properties -------------------------------------------------------------------------------------
 

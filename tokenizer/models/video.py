@@ -58,7 +58,7 @@ class VideoTokenizer(Tokenizer):
 
     @classmethod
     def layer_ops(cls, config: TokenizerConfig) -> Ops:
-        return causal_ops(config.temporal_downsamplings)
+        return causal_ops(config.temporal_downsamplings, config.norm_groups)
 
     @property
     def last_layer(self) -> torch.Tensor:

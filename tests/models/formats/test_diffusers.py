@@ -23,11 +23,11 @@ diffusers = pytest.importorskip("diffusers")
 DOWN, UP = "DownEncoderBlock2D", "UpDecoderBlock2D"
 
 
-def _vq_model(seed: int = 0, **config) -> diffusers.VQModel:
+def _vq_model(seed: int = 0, norm_num_groups: int = 32, **config) -> diffusers.VQModel:
     """A diffusers VQModel with every tensor random: conv/linear weights at fan-in scale, norms near 1, biases and
     a codebook spread like the latents."""
     torch.manual_seed(seed)
-    model = diffusers.VQModel(latent_channels=4, num_vq_embeddings=64, norm_num_groups=32, **config).eval()
+    model = diffusers.VQModel(latent_channels=4, num_vq_embeddings=64, norm_num_groups=norm_num_groups, **config).eval()
     g = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -108,6 +108,13 @@ def test_folder_matches_diffusers(tmp_path: Path, name: str) -> None:
     _check_parity(model, tmp_path, 8 * factor, 5 * factor)  # non-square
 
 
+def test_group_count_from_config(tmp_path: Path) -> None:
+    model = _vq_model(norm_num_groups=8, **CONFIGS["attention"])
+    model.save_pretrained(tmp_path)
+    assert load_checkpoint(tmp_path, format="diffusers").config.norm_groups == 8
+    _check_parity(model, tmp_path, 16, 10)
+
+
 def test_inferred_config(tmp_path: Path) -> None:
     model = _vq_model(**CONFIGS["three_levels"])
     model.save_pretrained(tmp_path)
@@ -146,7 +153,6 @@ def test_pre_0_15_attention_names_in_bin(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"norm_num_groups": 16}, "norm_num_groups=16"),
         ({"norm_type": "spatial"}, "norm_type='spatial'"),
         ({"act_fn": "gelu"}, "act_fn='gelu'"),
         ({"_class_name": "AutoencoderKL"}, "AutoencoderKL"),

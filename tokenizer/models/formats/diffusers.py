@@ -33,7 +33,8 @@ l2 nearest code our ``VQConfig(metric="l2")`` picks; its ``legacy``/``beta`` onl
 codes ``decode(indices)`` does here. ``scaling_factor`` and ``force_upcast`` concern latent diffusion, not tokens.
 
 Not supported (refused with the reason): ``norm_type="spatial"`` (MoVQ's spatially conditioned decoder norms),
-activations other than SiLU, ``norm_num_groups`` other than 32, and encoder/decoder attention at different levels.
+activations other than SiLU, and encoder/decoder attention at different levels. ``norm_num_groups`` comes from
+``config.json`` (32, taming's and diffusers' default, for a bare state dict).
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ DESCRIPTION = "diffusers VQModel (folder with config.json + diffusion_pytorch_mo
 
 CODEBOOK = "quantize.embedding.weight"
 MARKER = "encoder.down_blocks.0.resnets.0.conv1.weight"
-NORM_GROUPS = 32  # our GroupNorm's group count (blocks.normalize)
+NORM_GROUPS = 32  # diffusers' default norm_num_groups
 ACTIVATIONS = ("silu", "swish")
 
 # attention sub-layers: diffusers >= 0.15 names, then the older ones, -> ours
@@ -112,10 +113,6 @@ def check_diffusers_config(config: Mapping[str, Any] | None, source: str) -> Non
         )
     if config.get("act_fn", "silu") not in ACTIVATIONS:
         raise ValueError(f"{where} has act_fn={config['act_fn']!r}; only 'silu' is supported")
-    if config.get("norm_num_groups", NORM_GROUPS) != NORM_GROUPS:
-        raise ValueError(
-            f"{where} has norm_num_groups={config['norm_num_groups']}; only {NORM_GROUPS} groups are supported"
-        )
     for key, known in (("down_block_types", "DownEncoderBlock2D"), ("up_block_types", "UpDecoderBlock2D")):
         for kind in config.get(key, ()):
             if kind not in (known, f"Attn{known}"):
@@ -142,12 +139,14 @@ def _indices(state: Mapping[str, torch.Tensor], pattern: str) -> list[int]:
 def infer_config(checkpoint: Checkpoint | Mapping[str, torch.Tensor]) -> TokenizerConfig:
     """The ``TokenizerConfig`` of a diffusers VQModel, read off its tensor shapes (a bare state dict works).
 
-    A ``config.json`` beside the weights is checked for what shapes cannot show (norm type, activation, group
-    count). Levels with ``Attn*Block2D`` become ``attn_resolutions`` against ``resolution=256`` (taming's
+    A ``config.json`` beside the weights is checked for what shapes cannot show (norm type, activation) and gives
+    the GroupNorm group count. Levels with ``Attn*Block2D`` become ``attn_resolutions`` against ``resolution=256`` (taming's
     convention); the quantizer is a gradient-trained l2 ``VQConfig`` without k-means init or restarts.
     """
+    norm_groups = NORM_GROUPS
     if isinstance(checkpoint, Checkpoint):
         check_diffusers_config(checkpoint.config, str(checkpoint.source))
+        norm_groups = (checkpoint.config or {}).get("norm_num_groups", NORM_GROUPS)
         state = state_dict(checkpoint)
     else:
         state = checkpoint
@@ -192,6 +191,7 @@ def infer_config(checkpoint: Checkpoint | Mapping[str, torch.Tensor]) -> Tokeniz
         z_channels=tensor_shape(state, "quant_conv.weight")[1],
         dropout=0.0,
         mid_attention=mid_attention,
+        norm_groups=norm_groups,
         quantizer=quantizer,
     )
 
