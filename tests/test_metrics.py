@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tokenizer.metrics import psnr, ssim
+from tokenizer.metrics import colour_cast, delta_e, psnr, rgb_to_lab, ssim
 
 
 def _unit64(x: torch.Tensor) -> np.ndarray:
@@ -103,7 +103,7 @@ def test_psnr_more_noise_scores_lower():
     assert (scores[:-1] > scores[1:]).all()
 
 
-@pytest.mark.parametrize("metric", [psnr, ssim])
+@pytest.mark.parametrize("metric", [psnr, ssim, delta_e, colour_cast])
 def test_shape_mismatch_is_rejected(metric):
     with pytest.raises(ValueError, match="shape"):
         metric(torch.zeros(1, 3, 12, 12), torch.zeros(1, 3, 12, 13))
@@ -155,3 +155,125 @@ def test_ssim_identical_is_one_symmetric_and_noise_lowers_it():
     assert (scores[:-1] > scores[1:]).all()
     y = x + 0.1 * noise
     torch.testing.assert_close(ssim(x, y), ssim(y, x), rtol=0, atol=1e-6)
+
+
+# --- CIELAB: rgb_to_lab, delta_e, colour_cast --------------------------------------------------------------
+
+# sRGB (8-bit) -> CIELAB with the D65 white, as tabulated by Bruce Lindbloom's CIE Color Calculator
+# (brucelindbloom.com, "RGB model sRGB", reference white D65) and other sRGB/D65 converters (coloraide's "Lab D65"
+# page lists red as 53.237, 80.09, 67.203: its matrix differs in the 4th digit). CSS's lab() uses D50 and differs.
+LAB_REFERENCE = {
+    (255, 0, 0): (53.2408, 80.0925, 67.2032),
+    (0, 255, 0): (87.7347, -86.1827, 83.1793),
+    (0, 0, 255): (32.2970, 79.1875, -107.8602),
+    (128, 128, 128): (53.5850, 0.0, 0.0),
+    (255, 255, 255): (100.0, 0.0, 0.0),
+    (0, 0, 0): (0.0, 0.0, 0.0),
+}
+
+
+def _flat(rgb8: tuple[int, int, int], size: tuple[int, int] = (4, 5), dtype=torch.float64) -> torch.Tensor:
+    """A flat image of one 8-bit sRGB colour, in [-1, 1]."""
+    return (torch.tensor(rgb8, dtype=dtype) / 127.5 - 1).reshape(1, 3, 1, 1).expand(1, 3, *size).contiguous()
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("rgb8", list(LAB_REFERENCE))
+def test_rgb_to_lab_matches_published_values(rgb8, dtype):
+    lab = rgb_to_lab(_flat(rgb8, dtype=dtype))
+    assert lab.shape == (1, 3, 4, 5) and lab.dtype == dtype
+    expected = torch.tensor(LAB_REFERENCE[rgb8], dtype=torch.float64).reshape(1, 3, 1, 1).expand_as(lab)
+    torch.testing.assert_close(lab.double(), expected, rtol=0, atol=2e-3)
+
+
+def test_rgb_to_lab_white_is_exact_and_out_of_range_pixels_clip():
+    white = rgb_to_lab(torch.ones(1, 3, 2, 2))
+    torch.testing.assert_close(
+        white, torch.tensor([100.0, 0, 0]).reshape(1, 3, 1, 1).expand(1, 3, 2, 2), rtol=0, atol=1e-3
+    )
+    torch.testing.assert_close(rgb_to_lab(torch.full((1, 3, 2, 2), 1.7)), white, rtol=0, atol=0)
+    torch.testing.assert_close(rgb_to_lab(torch.full((1, 3, 2, 2), -3.0)), torch.zeros(1, 3, 2, 2), rtol=0, atol=1e-6)
+
+
+def test_rgb_to_lab_agrees_with_scikit_image():
+    color = pytest.importorskip("skimage.color")
+    x = torch.rand(2, 3, 7, 11, generator=torch.Generator().manual_seed(11), dtype=torch.float64) * 2 - 1
+    theirs = np.stack([color.rgb2lab(((image + 1) / 2).permute(1, 2, 0).numpy()) for image in x])
+    # scikit-image's sRGB matrix differs from ours in the 4th-5th digit: a few hundredths of a unit.
+    np.testing.assert_allclose(rgb_to_lab(x).permute(0, 2, 3, 1).numpy(), theirs, rtol=0, atol=0.05)
+
+
+def test_delta_e_of_flat_colours_is_the_lab_distance():
+    red, white = _flat((255, 0, 0)), _flat((255, 255, 255))
+    expected = math.dist(LAB_REFERENCE[(255, 0, 0)], LAB_REFERENCE[(255, 255, 255)])
+    assert delta_e(red, white).item() == pytest.approx(expected, abs=5e-3)
+    assert colour_cast(red, white).item() == pytest.approx(expected, abs=5e-3)
+
+
+def _texture(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    return torch.rand(shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 1.6 - 0.8
+
+
+def test_identical_images_score_zero_and_the_metrics_are_symmetric():
+    x, y = _texture((3, 3, 9, 13), seed=12), _texture((3, 3, 9, 13), seed=13)
+    for metric in (delta_e, colour_cast):
+        assert metric(x, x.clone()).tolist() == [0.0, 0.0, 0.0]
+        scores = metric(x, y)
+        assert scores.shape == (3,) and scores.dtype == torch.float32 and (scores > 1).all()
+        torch.testing.assert_close(scores, metric(y, x), rtol=0, atol=1e-5)
+
+
+def test_delta_e_is_the_mean_of_per_pixel_distances_per_image():
+    x, y = _texture((2, 3, 5, 7), seed=14), _texture((2, 3, 5, 7), seed=15)
+    y[1] = x[1]
+    y[0, :, 0, 0] = x[0, :, 0, 0]
+    per_pixel = (rgb_to_lab(x) - rgb_to_lab(y)).pow(2).sum(1).sqrt()
+    assert per_pixel[0, 0, 0] == 0
+    expected = torch.stack([per_pixel[0].mean(), torch.tensor(0.0, dtype=torch.float64)]).float()
+    torch.testing.assert_close(delta_e(x, y), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(delta_e(x[:1], y[:1]), expected[:1], rtol=0, atol=1e-5)
+
+
+def test_a_tint_on_a_grey_image_is_a_cast_that_grows_with_the_tint():
+    grey = _texture((1, 1, 16, 16), seed=16).expand(1, 3, 16, 16).contiguous()  # equal channels: no colour
+    tint = torch.tensor([1.0, 0.0, -1.0], dtype=torch.float64).reshape(1, 3, 1, 1)  # towards orange (sepia)
+    casts = torch.cat([colour_cast(grey, grey + t * tint) for t in (0.02, 0.05, 0.1, 0.2)])
+    assert (casts[1:] > casts[:-1] + 1).all() and casts[0] > 1
+    assert colour_cast(grey, grey + 0.2 * tint).item() > 15  # far past a visible difference
+
+
+def test_colour_cast_ignores_texture_that_keeps_the_tile_means():
+    x = _texture((2, 3, 16, 24), seed=17)
+    block_means = torch.nn.functional.avg_pool2d(x, 8)
+    blurred = block_means.repeat_interleave(8, dim=2).repeat_interleave(8, dim=3)  # all texture lost
+    assert (delta_e(x, blurred) > 5).all()
+    torch.testing.assert_close(colour_cast(x, blurred), torch.zeros(2), rtol=0, atol=1e-4)
+    assert (colour_cast(x, blurred, block=4) > 1).all()  # finer tiles see the texture
+
+
+def test_colour_cast_averages_partial_edge_tiles_over_their_pixels():
+    x, y = _texture((1, 3, 10, 7), seed=18), _texture((1, 3, 10, 7), seed=19)
+
+    def tile_means(t: torch.Tensor) -> torch.Tensor:
+        rows = [
+            torch.stack([t[..., i : i + 4, j : j + 4].mean(dim=(-2, -1)) for j in range(0, 7, 4)], dim=-1)
+            for i in range(0, 10, 4)
+        ]
+        return torch.stack(rows, dim=-2)  # [1, 3, 3, 2]
+
+    expected = delta_e(tile_means(x), tile_means(y))
+    torch.testing.assert_close(colour_cast(x, y, block=4), expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(colour_cast(x, y, block=1), delta_e(x, y), rtol=0, atol=1e-5)
+    whole = delta_e(x.mean(dim=(-2, -1), keepdim=True), y.mean(dim=(-2, -1), keepdim=True))
+    torch.testing.assert_close(colour_cast(x, y, block=64), whole, rtol=0, atol=1e-5)
+
+
+def test_colour_metrics_reject_non_rgb_images_and_bad_blocks():
+    with pytest.raises(ValueError, match="3 channels|RGB"):
+        delta_e(torch.zeros(1, 1, 4, 4), torch.zeros(1, 1, 4, 4))
+    with pytest.raises(ValueError, match="RGB"):
+        colour_cast(torch.zeros(1, 4, 4, 4), torch.zeros(1, 4, 4, 4))
+    with pytest.raises(ValueError, match=r"x must be .*\[B, 3, H, W\]"):
+        rgb_to_lab(torch.zeros(3, 4, 4))
+    with pytest.raises(ValueError, match="block"):
+        colour_cast(torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4), block=0)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tokenizer.losses import reconstruction_loss
+from tokenizer import metrics
+from tokenizer.losses import reconstruction_loss, ssim_loss
 
 
 def test_l1_and_l2_values():
@@ -34,3 +35,29 @@ def test_errors():
         reconstruction_loss(x, x, "huber")
     with pytest.raises(ValueError, match=r"\(1, 3, 4, 4\) and \(1, 3, 4, 1\)"):
         reconstruction_loss(x, torch.zeros(1, 3, 4, 1))
+
+
+def test_ssim_loss_is_one_minus_the_metric_and_trains():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 24, 20, generator=g) * 2 - 1
+    noisy = (x + 0.2 * torch.randn(x.shape, generator=g)).clamp(-1, 1)
+    assert ssim_loss(x, x).item() == pytest.approx(0.0, abs=1e-6)
+    torch.testing.assert_close(ssim_loss(x, noisy), 1 - metrics.ssim(x, noisy).mean())
+    x_hat = noisy.clone().requires_grad_(True)
+    optimizer = torch.optim.SGD([x_hat], lr=10.0)
+    before = ssim_loss(x, x_hat).item()
+    for _ in range(5):
+        optimizer.zero_grad()
+        ssim_loss(x, x_hat).backward()
+        optimizer.step()
+    assert ssim_loss(x, x_hat).item() < before  # a usable gradient
+
+
+def test_ssim_loss_scores_video_frames():
+    g = torch.Generator().manual_seed(1)
+    video = torch.rand(2, 3, 4, 16, 16, generator=g) * 2 - 1
+    other = torch.rand(2, 3, 4, 16, 16, generator=g) * 2 - 1
+    frames = [v.transpose(1, 2).flatten(0, 1) for v in (video, other)]
+    torch.testing.assert_close(ssim_loss(video, other), ssim_loss(*frames))
+    with pytest.raises(ValueError, match=r"\(2, 3, 4, 16, 16\) and \(2, 3, 16, 16\)"):
+        ssim_loss(video, other[:, :, 0])

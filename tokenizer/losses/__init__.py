@@ -14,7 +14,7 @@ from .gan import (
     non_saturating_g_loss,
 )
 from .lpips import LPIPS, build_perceptual
-from .reconstruction import RECONSTRUCTION_KINDS, reconstruction_loss
+from .reconstruction import RECONSTRUCTION_KINDS, reconstruction_loss, ssim_loss
 from .vqgan import VQGANLoss, VQGANLossConfig
 
 __all__ = [
@@ -34,4 +34,5 @@ __all__ = [
     "non_saturating_d_loss",
     "non_saturating_g_loss",
     "reconstruction_loss",
+    "ssim_loss",
 ]

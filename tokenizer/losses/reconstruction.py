@@ -1,8 +1,10 @@
-"""Pixel reconstruction loss of a tokenizer: mean absolute or mean squared error."""
+"""Pixel reconstruction losses of a tokenizer: mean absolute or mean squared error, and ``1 - SSIM``."""
 
 from __future__ import annotations
 
 import torch
+
+from ..metrics import structural_similarity
 
 RECONSTRUCTION_KINDS = ("l1", "l2")
 
@@ -29,3 +31,15 @@ def reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor, kind: str = "l1") 
         )
     diff = x - x_hat
     return diff.abs().mean() if kind == "l1" else diff.square().mean()
+
+
+def ssim_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
+    """``1 - mean SSIM(x, x_hat)`` (``tokenizer.metrics.ssim``'s formula on ``p = (x + 1) / 2``, unclipped so
+    out-of-range pixels keep their gradient), computed in fp32; a video ``[B, C, T, H, W]`` is scored frame by
+    frame. Rewards matching local means, contrasts and correlations, which plain L1 weighs only by pixel."""
+    if x.shape != x_hat.shape:
+        raise ValueError(f"x and x_hat must have the same shape, got {tuple(x.shape)} and {tuple(x_hat.shape)}")
+    if x.ndim == 5:
+        x, x_hat = (v.transpose(1, 2).flatten(0, 1) for v in (x, x_hat))
+    a, b = (v.float().add(1.0).mul(0.5) for v in (x, x_hat))
+    return 1.0 - structural_similarity(a, b).mean()

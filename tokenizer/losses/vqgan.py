@@ -14,7 +14,7 @@ from torch import nn
 from .discriminator import DISC_NORMS, PatchDiscriminator, PatchDiscriminator3D
 from .gan import D_LOSSES, G_LOSSES, LeCam, adaptive_generator_weight
 from .lpips import build_perceptual
-from .reconstruction import RECONSTRUCTION_KINDS, reconstruction_loss
+from .reconstruction import RECONSTRUCTION_KINDS, reconstruction_loss, ssim_loss
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,7 @@ class VQGANLossConfig:
 
     rec_kind: str = "l1"  # "l1" (taming) or "l2"; L1 gives sharper reconstructions
     rec_weight: float = 1.0  # weight of the pixel reconstruction loss
+    ssim_weight: float = 0.0  # weight of 1 - SSIM (structure without a pretrained network; 0 turns it off)
     perceptual_weight: float = 1.0  # weight of LPIPS; > 0 needs vgg_path and lin_path (0 turns it off)
     vgg_path: str | None = None  # torchvision's vgg16 ImageNet weights (vgg16-397923af.pth or .safetensors)
     lin_path: str | None = None  # the lpips package's linear heads (lpips/weights/v0.1/vgg.pth or .safetensors)
@@ -56,7 +57,14 @@ class VQGANLossConfig:
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"loss.{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        for name in ("rec_weight", "perceptual_weight", "disc_weight", "lecam_weight", "quantizer_weight"):
+        for name in (
+            "rec_weight",
+            "ssim_weight",
+            "perceptual_weight",
+            "disc_weight",
+            "lecam_weight",
+            "quantizer_weight",
+        ):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"loss.{name} must be >= 0, got {getattr(self, name)}")
         for name, minimum in (("disc_start", 0), ("disc_layers", 1), ("disc_width", 1)):
@@ -87,7 +95,7 @@ class VQGANLoss(nn.Module):
     optimise them with a separate optimizer) and, when ``lecam_weight > 0``, the ``LeCam`` averages (of the
     frame discriminator's logits). With ``[.]`` the indicator and ``lambda`` the adaptive weight:
 
-        L_rec' = rec_weight * L_rec(x, x_hat) + perceptual_weight * mean_b LPIPS(x_hat, x)
+        L_rec' = rec_weight * L_rec(x, x_hat) + ssim_weight * (1 - SSIM(x, x_hat)) + perceptual_weight * mean_b LPIPS(x_hat, x)
         L_gen  = L_rec' + quantizer_weight * L_q + [step >= disc_start] * disc_weight * lambda * L_G(D(x_hat))
         lambda = adaptive_generator_weight(L_rec', L_G, last_layer)   (training mode only; else 0)
         L_disc = [step >= disc_start] * (L_D(D(x), D(sg(x_hat))) + lecam_weight * R_LC)
@@ -150,7 +158,7 @@ class VQGANLoss(nn.Module):
                 on in training mode.
 
         Returns:
-            ``(loss, logs)``: the scalar loss and detached scalars ``rec``, ``perceptual``, ``quantizer``, ``g``
+            ``(loss, logs)``: the scalar loss and detached scalars ``rec``, ``ssim_loss``, ``perceptual``, ``quantizer``, ``g``
             (the generator loss, 0 while the GAN is off) and ``d_weight`` (``disc_weight * lambda``).
             The discriminator does not run before ``disc_start``.
         """
@@ -158,7 +166,8 @@ class VQGANLoss(nn.Module):
         zero = x.new_zeros((), dtype=torch.float32)
         rec = reconstruction_loss(x, x_hat, cfg.rec_kind)
         perceptual = self.perceptual(x_hat, x).mean() if self.perceptual is not None else zero
-        nll = cfg.rec_weight * rec + cfg.perceptual_weight * perceptual
+        structure = ssim_loss(x, x_hat) if cfg.ssim_weight > 0 else zero
+        nll = cfg.rec_weight * rec + cfg.ssim_weight * structure + cfg.perceptual_weight * perceptual
         loss = nll + cfg.quantizer_weight * quantizer_loss
         g, d_weight = zero, zero
         if self.gan_active(step) and cfg.disc_weight > 0:
@@ -170,6 +179,7 @@ class VQGANLoss(nn.Module):
                 loss = loss + d_weight * g
         logs = {
             "rec": rec.detach(),
+            "ssim_loss": structure.detach(),
             "perceptual": perceptual.detach(),
             "quantizer": torch.as_tensor(quantizer_loss).detach(),
             "g": g.detach(),
