@@ -2,6 +2,7 @@
 
 - VQ training forward: codebook 16384 x 8, 16384 latents ([16, 8, 32, 32]).
 - LFQ d = 14 forward + backward with the entropy loss on [16, 14, 32, 32].
+- Our VQ's first training step (k-means initialisation) against its ordinary step (no peer).
 """
 
 from __future__ import annotations
@@ -24,6 +25,21 @@ def vq_step(impl: str, device: torch.device):
     theirs = vqp.VectorQuantize(dim=8, codebook_size=16384, decay=0.99, commitment_weight=0.25).to(device).train()
     rows = x.flatten(2).transpose(1, 2).contiguous()  # [B, H*W, C]: its layout
     return lambda: theirs(rows)
+
+
+def vq_first_and_ordinary_step(device: torch.device, metric: str = "l2"):
+    """Two calls on the issue's VQ (16384 x 8 EMA codebook, k-means init on, 16384 latents): the first
+    training forward of a fresh quantizer (k-means initialisation + the step; building the module, a few
+    ms, is included) and an ordinary training forward of an already initialised one, on the same batch."""
+    x = torch.randn(16, 8, 32, 32, device=device)
+    config = VQConfig(codebook_size=16384, dim=8, metric=metric)
+    trained = VectorQuantizer(config).to(device).train()
+    trained(x)  # initialised: later calls are ordinary steps
+
+    def first():
+        return VectorQuantizer(config).to(device).train()(x)
+
+    return first, lambda: trained(x)
 
 
 def lfq_step(impl: str, device: torch.device):
@@ -61,3 +77,10 @@ def test_vq_training_forward(benchmark, device, impl):
 def test_lfq_forward_backward(benchmark, device, impl):
     benchmark.group = "LFQ d=14 fwd+bwd with entropy, 16x14x32x32"
     run(benchmark, lfq_step(impl, device), device, rounds=3)
+
+
+@pytest.mark.parametrize("step", ["first", "ordinary"])
+def test_vq_first_step_vs_ordinary_step(benchmark, device, step):
+    benchmark.group = "VQ train fwd, first (k-means init) vs ordinary step, K=16384 D=8 N=16384"
+    first, ordinary = vq_first_and_ordinary_step(device)
+    run(benchmark, first if step == "first" else ordinary, device, rounds=3)

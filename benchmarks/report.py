@@ -1,6 +1,7 @@
 """Side-by-side report: each kernel (and, with --peers, each quantizer) against what it replaces.
 
-    python benchmarks/report.py [--quick] [--peers] [--nearest] [--rounds R] [--tokenizer] [--video] [--markdown PATH]
+    python benchmarks/report.py [--quick] [--peers] [--nearest] [--nearest-shapes NxKxD,...]
+        [--nearest-impls ours,faiss,...] [--rounds R] [--tokenizer] [--video] [--no-kernels] [--markdown PATH]
 
 Times are the best of a few synchronised calls after a warm-up (``--peers`` and ``--nearest``: min and
 median of ``--rounds`` interleaved calls, candidates taking turns so load changes hit all alike); peak
@@ -101,28 +102,58 @@ def peer_cases(device: torch.device) -> list[Case]:
     ]
 
 
-def nearest_code_table(device: torch.device, quick: bool, rounds: int) -> tuple[list[str], list[list[str]]]:
+def nearest_code_table(
+    device: torch.device,
+    quick: bool,
+    rounds: int,
+    shapes: list[tuple[int, int, int]] | None = None,
+    impls: list[str] | None = None,
+) -> tuple[list[str], list[list[str]]]:
     """ours / faiss / chunked mm + argmin / cdist + argmin per grid shape and metric: min and median
-    of interleaved runs, peak MiB, GFLOP/s (2NKD / min time) and its share of this machine's torch.mm."""
+    of interleaved runs, peak MiB, GFLOP/s (2NKD / min time) and its share of this machine's torch.mm,
+    time / faiss's time (min and median), and which CPU path ours took (faiss or torch)."""
     from bench_nearest_code import GRID, QUICK, mm_gflops, nearest_code_calls
 
+    from kernels import _dispatch
+
     ceiling = mm_gflops(device)
+    shapes = shapes or (QUICK if quick else GRID)
     print(f"\nnearest_code: torch.mm fp32 peak here {ceiling:.0f} GFLOP/s; {rounds} interleaved rounds per shape")
-    header = ["metric", "N", "K", "D", "impl", "min ms", "median ms", "peak MiB", "GFLOP/s", "% of mm", "/ faiss"]
+    header = ["metric", "N", "K", "D", "impl", "path", "min ms", "median ms", "peak MiB", "GFLOP/s", "% of mm",
+              "/ faiss (min)", "/ faiss (median)"]  # fmt: skip
     rows = []
-    for (n, k, d), metric in itertools.product(QUICK if quick else GRID, ("l2", "cosine")):
+    for (n, k, d), metric in itertools.product(shapes, ("l2", "cosine")):
         z, codebook = torch.randn(n, d, device=device), torch.randn(k, d, device=device)
-        calls = {name: fn for name, fn in nearest_code_calls(z, codebook, metric).items() if name != "reference"}
+        calls = {
+            name: fn
+            for name, fn in nearest_code_calls(z, codebook, metric).items()
+            if name != "reference" and (impls is None or name in impls)
+        }
         samples = interleaved_runs(calls, device, rounds=rounds)
         faiss_min = min(samples["faiss"]) if "faiss" in samples else None
+        faiss_median = median(samples["faiss"]) if "faiss" in samples else None
+        ours_path = "faiss" if _dispatch.use_faiss(device, (n, k, d)) else "torch"
+        if _dispatch.use_triton(device):
+            ours_path = "triton"
         for name, fn in calls.items():
-            best, peak = min(samples[name]), (peak_memory_bytes(fn, device)[1] or 0) / 2**20
+            best, mid = min(samples[name]), median(samples[name])
+            peak = (peak_memory_bytes(fn, device)[1] or 0) / 2**20
             gflops = 2 * n * k * d / best / 1e9
             ratio = f"{best / faiss_min:.2f}" if faiss_min else "-"
-            rows.append([metric, str(n), str(k), str(d), name, f"{best * 1e3:.1f}", f"{median(samples[name]) * 1e3:.1f}",
-                         f"{peak:.0f}", f"{gflops:.1f}", f"{100 * gflops / ceiling:.0f}", ratio])  # fmt: skip
+            ratio_median = f"{mid / faiss_median:.2f}" if faiss_median else "-"
+            rows.append([metric, str(n), str(k), str(d), name, ours_path if name == "ours" else "", f"{best * 1e3:.1f}",
+                         f"{mid * 1e3:.1f}", f"{peak:.0f}", f"{gflops:.1f}", f"{100 * gflops / ceiling:.0f}", ratio,
+                         ratio_median])  # fmt: skip
             print("  ".join(rows[-1]), flush=True)
     return header, rows
+
+
+def parse_shapes(text: str) -> list[tuple[int, int, int]]:
+    """``"4096x1024x8,65536x16384x256"`` -> ``[(4096, 1024, 8), (65536, 16384, 256)]`` (N x K x D)."""
+    try:
+        return [tuple(int(v) for v in part.split("x")) for part in text.split(",") if part]  # type: ignore[misc]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--nearest-shapes wants NxKxD[,NxKxD...], got {text!r}") from None
 
 
 def peer_table(device: torch.device, rounds: int) -> tuple[list[str], list[list[str]]]:
@@ -139,6 +170,27 @@ def peer_table(device: torch.device, rounds: int) -> tuple[list[str], list[list[
                          f"{min(theirs) * 1e3:.1f}", f"{median(theirs) * 1e3:.1f}",
                          f"{min(theirs) / min(ours):.1f}x", f"{median(theirs) / median(ours):.1f}x"])  # fmt: skip
             print("  ".join(rows[-1]), flush=True)
+    return header, rows
+
+
+def vq_init_table(device: torch.device, rounds: int) -> tuple[list[str], list[list[str]]]:
+    """Our VQ's first training step (k-means init, fresh quantizer each call) against its ordinary step:
+    min and median of ``rounds`` interleaved calls each, and the first step's codebook usage/perplexity."""
+    from bench_quantizers import vq_first_and_ordinary_step
+
+    header = ["metric", "first min ms", "first median ms", "ordinary min ms", "ordinary median ms",
+              "first / ordinary (min)", "first / ordinary (median)", "usage", "perplexity"]  # fmt: skip
+    rows = []
+    print(f"\nVQ first training step (k-means init) vs ordinary step, K=16384 D=8 N=16384, {rounds} interleaved rounds")
+    for metric in ("l2", "cosine"):
+        first, ordinary = vq_first_and_ordinary_step(device, metric)
+        samples = interleaved_runs({"first": first, "ordinary": ordinary}, device, rounds=rounds)
+        f, o = samples["first"], samples["ordinary"]
+        metrics = first().metrics
+        rows.append([metric, f"{min(f) * 1e3:.1f}", f"{median(f) * 1e3:.1f}", f"{min(o) * 1e3:.1f}",
+                     f"{median(o) * 1e3:.1f}", f"{min(f) / min(o):.1f}", f"{median(f) / median(o):.1f}",
+                     f"{float(metrics['usage']):.4f}", f"{float(metrics['perplexity']):.0f}"])  # fmt: skip
+        print("  ".join(rows[-1]), flush=True)
     return header, rows
 
 
@@ -197,12 +249,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--peers",
         action="store_true",
-        help="also compare quantizers with vector-quantize-pytorch (min and median of interleaved runs)",
+        help="also compare quantizers with vector-quantize-pytorch, and our VQ's first (k-means) step with its "
+        "ordinary step (min and median of interleaved runs)",
     )
     parser.add_argument(
         "--nearest",
         action="store_true",
         help="also nearest_code vs faiss / mm+argmin / cdist over the issue's grid (--quick: 5 shapes)",
+    )
+    parser.add_argument(
+        "--nearest-shapes",
+        type=parse_shapes,
+        help="--nearest over these NxKxD shapes instead (comma-separated, e.g. 4096x1024x8,4096x1024x256)",
+    )
+    parser.add_argument(
+        "--nearest-impls",
+        help="--nearest: only these candidates (comma-separated of ours,faiss,mm_argmin,cdist_argmin)",
     )
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of --peers and --nearest")
     parser.add_argument("--tokenizer", action="store_true", help="also image-tokenizer throughput at 256x256")
@@ -239,8 +301,10 @@ def main(argv: list[str] | None = None) -> int:
     extra_tables = []
     if args.peers:
         extra_tables.append(peer_table(device, args.rounds))
+        extra_tables.append(vq_init_table(device, args.rounds))
     if args.nearest:
-        extra_tables.append(nearest_code_table(device, args.quick, args.rounds))
+        impls = args.nearest_impls.split(",") if args.nearest_impls else None
+        extra_tables.append(nearest_code_table(device, args.quick, args.rounds, args.nearest_shapes, impls))
     if args.tokenizer:
         extra_tables.append(tokenizer_table(device, repeats))
     if args.video:

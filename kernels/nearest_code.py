@@ -14,8 +14,10 @@ distance NaN, on every path (``codebook_stats`` ignores such rows). The codebook
 
 Paths (see ``_dispatch``): Triton tiles over the codebook with a running minimum in registers
 (``triton_impl/nearest_code.py``); on CPU, faiss's fused k=1 search when faiss is installed
-(``faiss_impl/nearest_code.py``, one native call); else the PyTorch path, which walks blocks of
-rows x codes whose size is bounded by ``CPU_BLOCK_BYTES``, so memory stays flat however large N and K grow.
+(``faiss_impl/nearest_code.py``, one native call), except for wide large searches (D >= 64 and
+N * K >= 2^22, ``_dispatch.use_faiss`` holds the rule and its figures), where MKL's sgemm wins; else the
+PyTorch path, which walks blocks of rows x codes whose size is bounded by ``CPU_BLOCK_BYTES``, so memory
+stays flat however large N and K grow.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def nearest_code(
         from .triton_impl.nearest_code import nearest_code_triton
 
         index, distance = nearest_code_triton(z, codebook, cosine=cosine, return_distance=return_distance)
-    elif _dispatch.use_faiss(z.device):
+    elif _dispatch.use_faiss(z.device, (z.shape[0], codebook.shape[0], z.shape[1])):
         from .faiss_impl.nearest_code import nearest_code_faiss
 
         index, distance = nearest_code_faiss(z, codebook, cosine=cosine, return_distance=return_distance)
@@ -84,7 +86,12 @@ def nearest_code(
 def nearest_code_torch(
     z: torch.Tensor, codebook: torch.Tensor, *, cosine: bool, return_distance: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Vectorised PyTorch path over bounded blocks of rows x codes (any device)."""
+    """Vectorised PyTorch path over bounded blocks of rows x codes (any device).
+
+    Each ATen op is a parallel region that stalls when another job shares the cores, so a block issues
+    few of them: one ``addmm`` per codebook chunk into a reused buffer and the grouped minimum
+    (``_first_min``); the finite-row test runs once over all of ``z``, the -1 / NaN marking once at the end.
+    """
     n = z.shape[0]
     codes = codebook.float()
     if cosine:
@@ -93,27 +100,34 @@ def nearest_code_torch(
     widest = chunks[0][1].shape[1]
     rows = max(1, min(n, CPU_BLOCK_BYTES // (4 * widest)))
     buffer = torch.empty(rows * widest, device=z.device)
+    row_ids = torch.arange(rows, device=z.device)
+    # A finite row stays finite when widened or normalised, so the input's own test decides.
+    bad = ~torch.isfinite(z).all(dim=1)
     index = torch.empty(n, dtype=torch.int64, device=z.device)
+    best = torch.empty(n, device=z.device)
     distance = torch.empty(n, device=z.device) if return_distance else None
     for r0 in range(0, n, rows):
-        zc = z[r0 : r0 + rows].float()
+        zc = z[r0 : r0 + rows].float()  # no copy for fp32 input
         if cosine:
             zc = F.normalize(zc, dim=1)
         m = zc.shape[0]
-        best = torch.full((m,), float("inf"), device=z.device)
-        best_index = torch.zeros(m, dtype=torch.int64, device=z.device)
+        best_rows, index_rows = best[r0 : r0 + m], index[r0 : r0 + m]
         for k0, codes_chunk, sq_chunk in chunks:
             block = buffer[: m * codes_chunk.shape[1]].view(m, -1)
-            dist = torch.addmm(sq_chunk, zc, codes_chunk, beta=1.0, alpha=-2.0, out=block)
-            value, where = _first_min(dist)
-            better = value < best
-            best = torch.where(better, value, best)
-            best_index = torch.where(better, where + k0, best_index)
-        finite = torch.isfinite(zc).all(dim=1)
-        index[r0 : r0 + m] = torch.where(finite, best_index, -1)
+            torch.addmm(sq_chunk, zc, codes_chunk, beta=1.0, alpha=-2.0, out=block)
+            value, where = _first_min(block, row_ids[:m])
+            if k0 == 0:
+                best_rows.copy_(value)
+                index_rows.copy_(where)
+            else:  # strict <: on equal distance the earlier chunk (lower index) keeps the row
+                better = value < best_rows
+                best_rows.copy_(torch.where(better, value, best_rows))
+                index_rows.copy_(torch.where(better, where + k0, index_rows))
         if distance is not None:
-            exact = (best + (zc * zc).sum(1)).clamp_min_(0.0)
-            distance[r0 : r0 + m] = torch.where(finite, exact, float("nan"))
+            torch.add(best_rows, (zc * zc).sum(1), out=distance[r0 : r0 + m]).clamp_min_(0.0)
+    index.masked_fill_(bad, -1)
+    if distance is not None:
+        distance.masked_fill_(bad, float("nan"))
     return index, distance
 
 
@@ -129,8 +143,9 @@ def _code_chunks(codes: torch.Tensor, width: int) -> list[tuple[int, torch.Tenso
     return chunks
 
 
-def _first_min(dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Row minima of ``dist [m, C]`` (C a multiple of ``_GROUP``) and the first column reaching them.
+def _first_min(dist: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row minima of ``dist [m, C]`` (C a multiple of ``_GROUP``) and the first column reaching them;
+    ``rows`` is ``arange(m)``.
 
     ``torch.min(dim=1)`` with indices is ~20x slower than ``amin`` on CPU, so: minima of groups of
     ``_GROUP`` columns, the first group holding the row minimum, then the first column inside it.
@@ -139,6 +154,5 @@ def _first_min(dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     grouped = dist.view(m, cols // _GROUP, _GROUP)
     group_min = grouped.amin(dim=2)
     group = group_min.argmin(dim=1)
-    rows = torch.arange(m, device=dist.device)
     inside = grouped[rows, group].argmin(dim=1)
     return group_min[rows, group], group * _GROUP + inside

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import kernels
-from kernels import reference
+from kernels import _dispatch, reference
 
 nearest_code_module = importlib.import_module("kernels.nearest_code")
 FAISS_PATH = True  # conftest: also run every test here on the faiss backend when faiss is installed
@@ -212,6 +212,34 @@ def test_deterministic(path, metric):
     if path.backend == "faiss":  # rows are independent there: any split of the batch gives the same bits
         part = kernels.nearest_code(z[123:321], codebook, metric=metric, return_distance=True)
         assert torch.equal(part[0], first[0][123:321]) and torch.equal(part[1], first[1][123:321])
+
+
+@pytest.mark.skipif(
+    not _dispatch.HAS_FAISS or _dispatch.interpreting(),
+    reason="the CPU shape rule picks faiss or PyTorch (needs faiss-cpu; the interpreter runs Triton instead)",
+)
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+@pytest.mark.parametrize("min_dim, side", [(17, "faiss"), (16, "torch")])
+def test_shape_rule_sides_keep_the_contract(monkeypatch, metric, min_dim, side):
+    import kernels.faiss_impl.nearest_code as faiss_module
+
+    monkeypatch.delenv(_dispatch.BACKEND_ENV, raising=False)
+    monkeypatch.setattr(_dispatch, "NEAREST_TORCH_MIN_DIM", min_dim)  # D = 16 below: faiss at 17, PyTorch at 16
+    monkeypatch.setattr(_dispatch, "NEAREST_TORCH_MIN_PAIRS", 301 * 257)
+    taken = []
+    for module, name in ((nearest_code_module, "nearest_code_torch"), (faiss_module, "nearest_code_faiss")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **k: taken.append(_name) or _real(*a, **k))
+    z = torch.randn(301, 16).to(torch.float16)
+    z[5, 3], z[90] = float("nan"), float("inf")
+    codebook = torch.randn(257, 16).to(torch.bfloat16)
+    index, distance = kernels.nearest_code(z, codebook, metric=metric, return_distance=True)
+    assert taken == [f"nearest_code_{side}"]
+    assert (index[[5, 90]] == -1).all() and distance[[5, 90]].isnan().all()
+    good = torch.ones(301, dtype=torch.bool)
+    good[[5, 90]] = False
+    assert_nearest(z[good], codebook, index[good], metric=metric, distance=distance[good])
+    assert torch.equal(kernels.nearest_code(z, codebook, metric=metric), index)  # deterministic
 
 
 def test_faiss_restores_its_global_threshold():

@@ -124,57 +124,102 @@ class VectorQuantizer(Quantizer):
 
     @torch.no_grad()
     def _kmeans_init(self, z: torch.Tensor) -> None:
-        """k-means on the batch: seeds by D^2 sampling on rank 0, then up to ``kmeans_iters`` Lloyd steps
-        on every rank's data, stopping early once the mean squared distance to the assigned centroid
-        falls by less than ``KMEANS_TOL`` of itself (at once when it is 0, e.g. K >= distinct latents)."""
+        """k-means on the batch.
+
+        In one process with at least as many codes as finite latents, k-means' optimum is known: every
+        latent is its own centroid (distortion 0), so the codes are the latents in random order and the
+        rest random repeats, with no search at all (``_every_latent_a_code``). Otherwise: seeds by D^2
+        sampling on rank 0, then up to ``kmeans_iters`` Lloyd steps on every rank's data, stopping early
+        once the mean squared distance to the assigned centroid falls by less than ``KMEANS_TOL`` of itself
+        (at once when it is 0). In one process the first Lloyd step reuses the assignment the seeding
+        already tracked, so it costs no N x K pass of its own.
+        """
         if z.shape[0] == 0:
             return
         k = self.codebook_size
-        if _distributed.rank() == 0:
-            centroids = self._seed_centroids(z)
+        finite = torch.isfinite(z).all(1)
+        n_finite = int(finite.sum())
+        if not _distributed.is_distributed() and 0 < n_finite <= k:
+            centroids, counts = self._every_latent_a_code(z[finite] if n_finite < z.shape[0] else z)
         else:
-            centroids = torch.empty(k, z.shape[1], device=z.device)
-        _distributed.broadcast_(centroids)
-        counts = torch.zeros(k, device=z.device)
-        previous = float("inf")
-        for _ in range(self.config.kmeans_iters):
-            index, distance = kernels.nearest_code(z, centroids, metric=self.config.metric, return_distance=True)
-            counts, sums = kernels.codebook_stats(z, index, k)
-            finite = index >= 0
-            distortion = torch.stack([distance[finite].sum(), finite.sum().float()])
-            _distributed.all_reduce_sum_(counts, sums, distortion)
-            used = counts > 0
-            centroids[used] = self._normalize(sums[used] / counts[used, None])
-            # Stop once the assignment's mean squared distance (same on every rank) stops falling.
-            mean = float(distortion[0] / distortion[1].clamp_min(1.0))
-            if mean <= 0.0 or (previous < float("inf") and previous - mean <= KMEANS_TOL * previous):
-                break
-            previous = mean
+            centroids, counts = self._lloyd(z)
         self.codebook.data.copy_(centroids)
         self.cluster_size.copy_(counts)
         if self.config.update == "ema":
             self.embed_sum.copy_(centroids * counts[:, None])
         self.initialized.fill_(True)
 
-    def _seed_centroids(self, z: torch.Tensor, rounds: int = 16) -> torch.Tensor:
+    def _every_latent_a_code(self, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Centroids and counts of k-means when K >= the ``rows`` given (all finite): the rows in random
+        order, then K - n uniformly drawn repeats (as k-means++ falls back to once every latent is a
+        seed), count 1 per row (exact for distinct rows) and 0 per repeat."""
+        n, k = rows.shape[0], self.codebook_size
+        order = torch.cat([torch.randperm(n, device=rows.device), torch.randint(0, n, (k - n,), device=rows.device)])
+        counts = torch.zeros(k, device=rows.device)
+        counts[:n] = 1.0
+        return rows[order], counts
+
+    def _lloyd(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """k-means++ seeds (rank 0) refined by Lloyd steps over every rank's data: centroids and counts."""
+        k = self.codebook_size
+        index = distance = None
+        if _distributed.rank() == 0:
+            centroids, index, distance = self._seed_centroids(z)
+        else:
+            centroids = torch.empty(k, z.shape[1], device=z.device)
+        _distributed.broadcast_(centroids)
+        if _distributed.is_distributed():
+            index = distance = None  # each rank assigns its own batch
+        counts = torch.zeros(k, device=z.device)
+        previous = float("inf")
+        for _ in range(self.config.kmeans_iters):
+            if index is None:
+                index, distance = kernels.nearest_code(z, centroids, metric=self.config.metric, return_distance=True)
+            counts, sums = kernels.codebook_stats(z, index, k)
+            finite = index >= 0
+            distortion = torch.stack([distance[finite].sum(), finite.sum().float()])
+            _distributed.all_reduce_sum_(counts, sums, distortion)
+            used = counts > 0
+            centroids[used] = self._normalize(sums[used] / counts[used, None])
+            index = None
+            # Stop once the assignment's mean squared distance (same on every rank) stops falling.
+            mean = float(distortion[0] / distortion[1].clamp_min(1.0))
+            if mean <= 0.0 or (previous < float("inf") and previous - mean <= KMEANS_TOL * previous):
+                break
+            previous = mean
+        return centroids, counts
+
+    def _seed_centroids(self, z: torch.Tensor, rounds: int = 16) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """k-means++ seeding, batched: up to ``rounds`` draws of latents with probability proportional
-        to the squared distance to the nearest seed so far (one draw per seed when K <= rounds)."""
+        to the squared distance to the nearest seed so far (one draw per seed when K <= rounds).
+
+        Returns the seeds ``[K, D]`` and each latent's nearest seed and squared distance to it (-1 / NaN
+        for non-finite rows), kept up to date round by round: Lloyd's first assignment. A seed wins a
+        row only at a strictly smaller distance, so ties keep the lower index, as in ``nearest_code``.
+        """
         k, metric = self.codebook_size, self.config.metric
-        finite = torch.isfinite(z).all(1).float()
-        weights = finite if finite.sum() > 0 else torch.ones_like(finite)
-        seeds = z[torch.multinomial(weights, 1)]
-        nearest = torch.full_like(weights, float("inf"))
+        finite = torch.isfinite(z).all(1)
+        valid = finite.float() if bool(finite.any()) else torch.ones(z.shape[0], device=z.device)
+        seeds = z[torch.multinomial(valid, 1)]
         per_round = -(-(k - 1) // max(1, min(rounds, k) - 1)) if k > 1 else 0
-        while seeds.shape[0] < k:
-            _, distance = kernels.nearest_code(z, seeds[-per_round:], metric=metric, return_distance=True)
-            nearest = torch.minimum(nearest, torch.nan_to_num(distance, nan=0.0))
-            weights = nearest * finite
-            if weights.sum() <= 0:
-                weights = finite if finite.sum() > 0 else torch.ones_like(finite)
+        start, owner, nearest = 0, None, None
+        while True:
+            index, distance = kernels.nearest_code(z, seeds[start:], metric=metric, return_distance=True)
+            if owner is None:
+                owner, nearest = index, distance
+            else:
+                closer = distance < nearest
+                owner = torch.where(closer, index + start, owner)
+                nearest = torch.where(closer, distance, nearest)
+            if seeds.shape[0] == k:
+                return seeds.contiguous(), owner, nearest
+            weights = torch.nan_to_num(nearest, nan=0.0) * valid
+            if not bool((weights > 0).any()):
+                weights = valid
             take = min(per_round, k - seeds.shape[0])
             pick = torch.multinomial(weights, take, replacement=bool((weights > 0).sum() < take))
+            start = seeds.shape[0]
             seeds = torch.cat([seeds, z[pick]])
-        return seeds.contiguous()
 
     @torch.no_grad()
     def _update_codebook(self, z: torch.Tensor, index: torch.Tensor) -> None:
