@@ -3,7 +3,8 @@
 The sorted input list is cut into fixed chunks of ``shard_size`` files; chunk ``k`` becomes
 ``tokens-0000k.safetensors`` with its manifest and error rows in ``parts/``. Rank ``r`` of ``W`` takes the
 chunks ``k = r, r + W, ...``. A WebDataset tar shard or a Parquet file is expanded into its samples, cut into
-chunks of its own, all taken by one rank (``_chunks``; ``data.containers``). A chunk is committed by renaming
+chunks of its own, taken by one rank (a tar) or shared among the ranks (a Parquet file's; ``_chunks``;
+``data.containers``); a video in a tar is streamed from its place there (``data.byte_range``). A chunk is committed by renaming
 its shard into place after its part files, so after a crash (SIGKILL included) a rerun redoes only the chunks without a shard and ends with the same
 bytes as an uninterrupted run. A finished shard whose inputs changed since (size or modification time, kept
 in ``parts/inputs-0000k.jsonl``) is done again. When every chunk is done, one process joins the parts into
@@ -34,7 +35,7 @@ from ._progress import WorkProgress, format_rate, work_rates
 from .data.containers import ContainedItem, TableColumns
 from .data.items import InputItem, InputReader, VideoSampling, crop_to_factor, input_stat
 from .data.preprocess import ImagePreprocess
-from .data.video import ReadStats, VideoReadError, iter_windows
+from .data.video import ReadStats, VideoReadError, VideoSource, iter_windows
 from .models import Tokenizer, VideoTokenizer
 from .tokens import IMAGE as IMAGE_KIND
 from .tokens import VIDEO as VIDEO_KIND
@@ -254,7 +255,7 @@ def _encode_chunk(
         if item.stream_video:
             try:
                 grids[item.position] = _encode_video_stream(
-                    model, Path(item.source), options, item.record, device, progress
+                    model, item.video or Path(item.source), options, item.record, device, progress
                 )
                 records[item.position] = {"source": item.source, **item.record}
                 progress.advance(1)  # its frames and pixels were counted window by window
@@ -321,7 +322,7 @@ def _check_video_options(model: Tokenizer, sampling: VideoSampling) -> None:
 @torch.no_grad()
 def _encode_video_stream(
     model: VideoTokenizer,
-    path: Path,
+    path: VideoSource,
     options: EncodeOptions,
     record: dict[str, Any],
     device: torch.device,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import shutil
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,17 @@ def model_dir(tmp_path: Path) -> Path:
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` by relative path (what 'identical output' compares)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
+    """A WebDataset-style shard holding ``(name, bytes)`` members in this order."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
 
 
 def write_image(path: Path, width: int, height: int, seed: int, mode: str = "RGB") -> Path:

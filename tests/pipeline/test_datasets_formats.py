@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import signal
 import subprocess
 import sys
-import tarfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from tokenizer.data.sources import collect_inputs, expand_braces
 from tokenizer.pipeline import EncodeOptions, encode_dataset
 from tokenizer.tokens import TokenDataset
 
-from .conftest import snapshot, tiny_model, write_image
+from .conftest import snapshot, tiny_model, write_image, write_tar
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -43,17 +42,6 @@ def _rows(path: Path) -> list[dict]:
 def _images(folder: Path, count: int, seed: int) -> list[Path]:
     sizes = [(32, 32), (40, 24), (36, 44)]
     return [write_image(folder / f"{seed}-{i}.png", *sizes[i % 3], seed=seed * 100 + i) for i in range(count)]
-
-
-def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:
-    """A WebDataset-style shard holding ``(name, bytes)`` members in this order."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "w") as tar:
-        for name, data in members:
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 def write_parquet(path: Path, images: list[bytes | None], huggingface: bool = True, **columns: list) -> Path:
@@ -219,11 +207,13 @@ def test_sigkill_then_rerun_gives_the_same_output(tmp_path, shards, model_dir):
 
 
 def _rank_worker(rank: int, world: int, init_file: str, model_dir: str, inputs: list[str], out: str) -> None:
+    """One torchrun-like rank; its summary is left in ``{out}.rank{rank}.json``."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
         options = _options(columns=TableColumns(keep=("caption",)))
-        encode_dataset(collect_inputs(inputs), Tokenizer.from_pretrained(model_dir), out, options)
+        summary = encode_dataset(collect_inputs(inputs), Tokenizer.from_pretrained(model_dir), out, options)
+        Path(f"{out}.rank{rank}.json").write_text(json.dumps(asdict(summary)))
     finally:
         dist.destroy_process_group()
 
@@ -242,3 +232,27 @@ def test_two_processes_split_by_shard_and_write_the_same_output_as_one(tmp_path,
         f"caption {s}/{i}" for s in range(3) for i in range(3)
     }
     assert [r["meta"] for r in manifest if ".parquet#" in r["source"]] == [{"caption": f"row {i}"} for i in range(4)]
+
+
+def test_two_processes_share_the_row_groups_of_one_parquet_file_and_resume(tmp_path, model_dir):
+    pngs = [p.read_bytes() for p in _images(tmp_path / "png", 7, seed=5)]
+    table = write_parquet(tmp_path / "one.parquet", pngs, caption=[f"row {i}" for i in range(7)])  # groups 2,2,2,1
+    options = _options(columns=TableColumns(keep=("caption",)))  # chunks of 3 rows: rank 0, rank 1, rank 0
+    single = tmp_path / "single"
+    encode_dataset([table], Tokenizer.from_pretrained(model_dir), single, options)
+    pair = tmp_path / "pair"
+
+    def run_pair(attempt: int) -> list[dict]:
+        init = str(tmp_path / f"init{attempt}")
+        mp.spawn(_rank_worker, args=(2, init, str(model_dir), [str(table)], str(pair)), nprocs=2)
+        return [json.loads(Path(f"{pair}.rank{rank}.json").read_text()) for rank in range(2)]
+
+    ranks = run_pair(0)
+    assert snapshot(pair) == snapshot(single)
+    assert [(r["items"], r["shards_written"]) for r in ranks] == [(4, 2), (3, 1)]  # both ranks read the file
+
+    (pair / "tokens-00001.safetensors").unlink()  # as if rank 1 was killed before it committed its chunk
+    (pair / "manifest.jsonl").unlink()
+    ranks = run_pair(1)
+    assert [(r["shards_written"], r["shards_skipped"]) for r in ranks] == [(0, 2), (1, 0)]
+    assert snapshot(pair) == snapshot(single)

@@ -5,8 +5,8 @@ way (chunks, errors, resume, ranks), each with a ``source`` naming the container
 
 - ``shard.tar#key``: the members of a WebDataset tar that share a key (``dir/key.jpg``, ``dir/key.json``, ...;
   the key is the member path up to the first dot of its file name), in the order the tar holds them. The
-  image is the first member with an image extension; ``.json``, ``.txt`` and ``.cls`` members become the
-  item's ``meta`` (see ``tars``).
+  media is the first member with an image or video extension (a video is streamed from its place in the
+  tar); ``.json``, ``.txt`` and ``.cls`` members become the item's ``meta`` (see ``tars``).
 - ``file.parquet#row``: row ``row`` of a Parquet file (a Hugging Face dataset's files), its image in one
   column (bytes, or a ``{bytes, path}`` struct) and chosen other columns in ``meta`` (see ``parquet``).
 
@@ -18,10 +18,12 @@ item, so its reason lands in ``errors.jsonl`` like a bad file's.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .byte_range import FileRange
 from .files import InputFileError, check_input_file
 
 TAR_EXTENSIONS = frozenset({".tar"})
@@ -40,11 +42,15 @@ class TableColumns:
 
 @dataclass
 class Payload:
-    """What one item of a container holds: the media bytes, their extension (``"jpg"``) and its metadata."""
+    """What one item of a container holds: the media bytes, their extension (``"jpg"``) and its metadata.
+
+    A video member is not read here: ``video`` says where it lies in the container (``data`` is then empty),
+    and the video reader streams it from there."""
 
     data: bytes
     extension: str
     meta: dict[str, Any] = field(default_factory=dict)
+    video: FileRange | None = None
 
 
 class MemberError(ValueError):
@@ -64,8 +70,9 @@ class ContainedItem(Protocol):
     @property
     def path(self) -> Path: ...  # the container file (its size and mtime decide whether a shard is redone)
 
-    def read(self, max_bytes: int) -> Payload:
-        """The item's media and metadata; raises ``MemberError`` (or ``InputFileError``) when it cannot."""
+    def read(self, max_bytes: int, max_video_bytes: int | None = None) -> Payload:
+        """The item's media and metadata; raises ``MemberError`` (or ``InputFileError``) when it cannot.
+        ``max_bytes`` bounds an image, ``max_video_bytes`` (None: ``max_bytes``) a video."""
         ...
 
 
@@ -81,7 +88,7 @@ class BrokenContainer:
     def source(self) -> str:
         return str(self.path)
 
-    def read(self, max_bytes: int) -> Payload:
+    def read(self, max_bytes: int, max_video_bytes: int | None = None) -> Payload:
         raise MemberError(self.kind, self.error)
 
 
@@ -91,8 +98,8 @@ def is_container(path: str | Path) -> bool:
     return suffix in TAR_EXTENSIONS or suffix in PARQUET_EXTENSIONS
 
 
-def list_container(path: Path, columns: TableColumns) -> list[ContainedItem]:
-    """The items of container ``path`` in their stored order.
+def list_container(path: Path, columns: TableColumns) -> Sequence[ContainedItem]:
+    """The items of container ``path`` in their stored order (a Parquet file's as ``ParquetRows``).
 
     A path that is not a regular file, or a file that is not a tar / Parquet file at all, gives one
     ``BrokenContainer``. Raises ``ValueError`` for a Parquet file without the asked columns (a wrong

@@ -19,13 +19,14 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from .byte_range import open_binary
 from .containers import ContainedItem, MemberError
 from .files import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_VIDEO_BYTES, InputFileError, check_input_file
 from .images import ImageReadError
 from .pixel_budget import TooLargeError
 from .preprocess import ImagePreprocess, LoadedImage, TooSmallError, decode_for_tokenization, load_for_tokenization
 from .sources import media_kind
-from .video import ClipSpec, ReadStats, VideoReadError, probe_video, read_clip
+from .video import ClipSpec, ReadStats, VideoReadError, VideoSource, probe_video, read_clip
 
 
 @dataclass(frozen=True)
@@ -57,14 +58,16 @@ class InputItem:
     position: int  # in the chunk
     source: str
     pixels: torch.Tensor | None = None  # [3, H, W] or [3, T, H, W]; None for errors and streamed videos
-    stream_video: bool = False  # a whole video: the caller reads it in windows
+    stream_video: bool = False  # a whole video: the caller reads it in windows, from ``video``
+    video: VideoSource | None = None  # the video to stream: its file, or its place in a tar shard
     record: dict[str, Any] = field(default_factory=dict)  # manifest fields, or {"kind", "error"} for errors
     file_stat: tuple[int, int] | None = None  # (size, mtime_ns) before reading; None if it could not be stat'ed
 
 
-def file_sha256(path: str | Path, block: int = 1 << 20) -> str:
+def file_sha256(path: VideoSource, block: int = 1 << 20) -> str:
+    """The sha256 of a file's bytes, or of a ``FileRange`` of one (a member of a tar shard)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_binary(path) as f:
         while chunk := f.read(block):
             digest.update(chunk)
     return digest.hexdigest()
@@ -146,21 +149,29 @@ class InputReader(Dataset):
         return item
 
     def _read_contained(self, i: int, contained: ContainedItem) -> InputItem:
-        """Item ``i``: an image inside a container, decoded from its bytes; its record gets the sample's
-        ``meta`` (always, ``{}`` when it has none), its ``file_stat`` is the container's."""
+        """Item ``i``: an image inside a container, decoded from its bytes, or a video inside a tar shard, read
+        as a loose video file is but from its place in the tar; its record gets the sample's ``meta`` (always,
+        ``{}`` when it has none), its ``file_stat`` is the container's."""
         item = InputItem(i, contained.source, file_stat=input_stat(contained.path))
         try:
-            payload = contained.read(self.max_image_bytes)
-            loaded = decode_for_tokenization(payload.data, contained.source, self.preprocess)
-            item.pixels, item.record = loaded.pixels, {**self._image_record(loaded), "meta": payload.meta}
+            payload = contained.read(self.max_image_bytes, self.max_video_bytes)
+            if payload.video is not None and not self.videos:
+                item.record = {"kind": "unsupported", "error": f"{payload.video}: a video needs a video tokenizer"}
+                return item
+            if payload.video is not None:
+                self._read_video(payload.video, item)
+            else:
+                loaded = decode_for_tokenization(payload.data, contained.source, self.preprocess)
+                item.pixels, item.record = loaded.pixels, self._image_record(loaded)
+            item.record["meta"] = payload.meta
         except (MemberError, InputFileError) as err:
             item.record = {"kind": err.kind, "error": str(err)}
         except TooSmallError as err:
             item.record = {"kind": "too_small", "error": str(err)}
         except TooLargeError as err:
             item.record = {"kind": "too_large", "error": str(err)}
-        except ImageReadError as err:
-            item.record = {"kind": "unreadable", "error": str(err)}
+        except (ImageReadError, VideoReadError) as err:
+            item.pixels, item.record = None, {"kind": "unreadable", "error": str(err)}
         return item
 
     def _image_record(self, loaded: LoadedImage) -> dict[str, Any]:
@@ -172,7 +183,7 @@ class InputReader(Dataset):
             record["upscaled"] = True  # smaller than --size: enlarged
         return record
 
-    def _read_video(self, path: Path, item: InputItem) -> None:
+    def _read_video(self, path: VideoSource, item: InputItem) -> None:
         info = probe_video(path)
         factor = self.preprocess.factor
         if min(info.width, info.height) < factor and self.preprocess.size is None and self.preprocess.resize is None:
@@ -190,7 +201,7 @@ class InputReader(Dataset):
         if self.preprocess.scales_up(info.width, info.height):  # frames smaller than --size: enlarged
             item.record["upscaled"] = True
         if sampling.clip_frames is None:
-            item.stream_video = True
+            item.stream_video, item.video = True, path
             return
         spec = ClipSpec(frames=sampling.clip_frames, stride=sampling.stride, fps=sampling.fps, start=sampling.start)
         stats = ReadStats()

@@ -1,6 +1,8 @@
 """Parquet files (a Hugging Face dataset's ``data/*.parquet``): one item per row, read with ``pyarrow``.
 
-Listing reads the footer only: the row groups and their row counts. Row ``r`` is read in the process that
+Listing reads the footer only: the row groups and their row counts, kept as ``ParquetRows``, a sequence of
+the file's rows that makes each ``ParquetRow`` when asked (a few integers, however many rows: cheap to hold
+and to send to the other torchrun ranks, which tokenize parts of one file). Row ``r`` is read in the process that
 tokenizes it, one row group at a time: the last row group read (only the image column and the kept
 columns) is cached per process, so a DataLoader worker walking its rows in order reads each group once.
 
@@ -16,7 +18,11 @@ columns are copied into the item's ``meta`` as JSON values (dates and other non-
 from __future__ import annotations
 
 import json
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
+from itertools import accumulate
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +55,8 @@ class ParquetRow:
     def source(self) -> str:
         return f"{self.path}#{self.row}"
 
-    def read(self, max_bytes: int) -> Payload:
-        """The row's image bytes (at most ``max_bytes``) and its kept columns."""
+    def read(self, max_bytes: int, max_video_bytes: int | None = None) -> Payload:
+        """The row's image bytes (at most ``max_bytes``) and its kept columns (a table holds images only)."""
         table = _row_group(self.path, self.group, (self.columns.image, *self.columns.keep))
         value = table.column(self.columns.image)[self.index].as_py()
         extension = ""
@@ -65,9 +71,37 @@ class ParquetRow:
         return Payload(bytes(value), extension, meta)
 
 
-def list_parquet(path: Path, columns: TableColumns) -> list[ContainedItem]:
-    """One ``ParquetRow`` per row of ``path``; one ``BrokenContainer`` if it is not a readable Parquet file.
-    Raises ValueError when the image column cannot be found or a named column does not exist."""
+@dataclass(frozen=True, eq=False)
+class ParquetRows(Sequence[ParquetRow]):
+    """The rows of Parquet file ``path`` as ``ParquetRow`` items, in file order, made when indexed (a slice
+    gives a list) from the row count of each row group."""
+
+    path: Path
+    columns: TableColumns  # the image column resolved
+    groups: tuple[int, ...]  # rows in each row group
+
+    @cached_property
+    def _starts(self) -> tuple[int, ...]:
+        """The number of the first row of each row group."""
+        return tuple(accumulate(self.groups[:-1], initial=0))
+
+    def __len__(self) -> int:
+        return sum(self.groups)
+
+    def __getitem__(self, index: int | slice) -> ParquetRow | list[ParquetRow]:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        row = index + len(self) if index < 0 else index
+        if not 0 <= row < len(self):
+            raise IndexError(f"row {index} of {self.path}, which has {len(self)} rows")
+        group = bisect_right(self._starts, row) - 1  # the last group starting at or before it: never an empty one
+        return ParquetRow(self.path, row, group, row - self._starts[group], self.columns)
+
+
+def list_parquet(path: Path, columns: TableColumns) -> Sequence[ContainedItem]:
+    """``ParquetRows``: one ``ParquetRow`` per row of ``path``; a list of one ``BrokenContainer`` if it is not
+    a readable Parquet file. Raises ValueError when the image column cannot be found or a named column does
+    not exist."""
     pq = import_parquet()
     try:
         parquet = pq.ParquetFile(path)
@@ -78,12 +112,8 @@ def list_parquet(path: Path, columns: TableColumns) -> list[ContainedItem]:
     for name, option in ((image, "--image-column"), *((k, "--keep-columns") for k in columns.keep)):
         if name not in schema.names:
             raise ValueError(f"{path}: no column {name!r} ({option}); its columns are {', '.join(schema.names)}")
-    resolved = TableColumns(image, columns.keep)
-    items: list[ContainedItem] = []
-    for group in range(parquet.metadata.num_row_groups):
-        rows = parquet.metadata.row_group(group).num_rows
-        items.extend(ParquetRow(path, len(items), group, index, resolved) for index in range(rows))
-    return items
+    groups = tuple(parquet.metadata.row_group(group).num_rows for group in range(parquet.metadata.num_row_groups))
+    return ParquetRows(path, TableColumns(image, columns.keep), groups)
 
 
 def detect_image_column(schema: Any, path: Path) -> str:

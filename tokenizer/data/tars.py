@@ -7,7 +7,9 @@ read (WebDataset shards are; a ``.tar.gz`` cannot be read by range).
 
 Grouping follows WebDataset: member ``dir/key.ext`` belongs to sample ``dir/key``, where ``ext`` is all of
 the file name after its first dot (``a.seg.png`` -> key ``a``, extension ``seg.png``). Of a sample's members,
-the first whose extension is an image extension (``jpg``, ``png``, ``webp``, ...) is its image; ``json``,
+the first whose extension is an image or a video extension (``jpg``, ``png``, ``webp``, ``mp4``, ``webm``, ...)
+is its media; an image is read into memory, a video is left in place (a ``FileRange`` of the tar, which the
+video reader streams by seeking, so a video member costs no more memory than a loose video file); ``json``,
 ``txt`` and ``cls`` members become ``meta`` under their extension; others are ignored. Files whose name
 starts with a dot (``._x.jpg`` from macOS) and non-file members are skipped.
 
@@ -21,9 +23,11 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from .byte_range import FileRange
 from .containers import MISSING_MEDIA, BrokenContainer, ContainedItem, MemberError, Payload, parse_meta
 from .files import TOO_LARGE_FILE, UNREADABLE
 from .images import IMAGE_EXTENSIONS
+from .sources import media_kind
 from .video import VIDEO_EXTENSIONS
 
 META_EXTENSIONS = ("json", "txt", "cls")
@@ -42,30 +46,36 @@ class TarSample:
     def source(self) -> str:
         return f"{self.path}#{self.key}"
 
-    def read(self, max_bytes: int) -> Payload:
-        """The first image member's bytes (at most ``max_bytes``) and the metadata members, parsed."""
+    def read(self, max_bytes: int, max_video_bytes: int | None = None) -> Payload:
+        """The first media member and the metadata members, parsed: an image's bytes (at most ``max_bytes``),
+        or a video's place in the tar (at most ``max_video_bytes``, None: ``max_bytes``; not read here)."""
         media = next((m for m in self.members if _is_media(m[0])), None)
         if media is None:
             found = ", ".join(f"{self.key}.{ext}" for ext, _, _ in self.members)
-            raise MemberError(MISSING_MEDIA, f"{self.source}: no image member (found {found})")
-        extension = media[0]
-        if "." + extension.rsplit(".", 1)[-1] in VIDEO_EXTENSIONS:
-            raise MemberError(
-                "unsupported", f"{self.source}: a video inside a tar shard is not tokenized yet; unpack it"
-            )
+            raise MemberError(MISSING_MEDIA, f"{self.source}: no image or video member (found {found})")
+        extension, offset, size = media
+        video = None
+        if media_kind(f"{self.key}.{extension}") == "video":  # as for loose files, a GIF is an image (its first frame)
+            video = FileRange(self.path, offset, size, f"{self.source}.{extension}")
+            self._check_size(media, max_bytes if max_video_bytes is None else max_video_bytes)
         meta = {}
         with open(self.path, "rb") as f:
-            data = self._member(f, media, max_bytes)
+            data = b"" if video is not None else self._member(f, media, max_bytes)
             for ext, offset, size in self.members:
                 if ext in META_EXTENSIONS and ext not in meta:
                     meta[ext] = parse_meta(ext, self._member(f, (ext, offset, size), MAX_META_BYTES), self.source)
-        return Payload(data, extension, meta)
+        return Payload(data, extension, meta, video)
+
+    def _check_size(self, member: tuple[str, int, int], max_bytes: int) -> None:
+        extension, _, size = member
+        if size > max_bytes:
+            name = f"{self.source}.{extension}"
+            raise MemberError(TOO_LARGE_FILE, f"{name!r} is {size} bytes, over the limit of {max_bytes} bytes")
 
     def _member(self, f, member: tuple[str, int, int], max_bytes: int) -> bytes:
+        self._check_size(member, max_bytes)
         extension, offset, size = member
         name = f"{self.source}.{extension}"
-        if size > max_bytes:
-            raise MemberError(TOO_LARGE_FILE, f"{name!r} is {size} bytes, over the limit of {max_bytes} bytes")
         f.seek(offset)
         data = f.read(size)
         if len(data) < size:

@@ -8,6 +8,9 @@ discards the frames before ``t`` and stops as soon as the clip is complete, so r
 of a long video costs about one group of pictures, not the whole file. Times are measured from the video stream's
 first timestamp, so ``start=0`` is always the first frame.
 
+Every function that takes a ``path`` also takes a ``FileRange`` (``byte_range``): a video member of a tar
+shard, read in place; messages then name it ``shard.tar#key.mp4``.
+
 Every file problem (missing, empty, not a video, no video stream, truncated or corrupt data, a clip that runs
 past the end) raises ``VideoReadError``, a ``ValueError`` whose message names the file and the reason. A file
 cut short after its index (an mp4 written with the index first, "faststart") is caught when opened: the index
@@ -33,10 +36,13 @@ import av
 import torch
 from PIL import Image
 
+from .byte_range import FileRange
 from .images import to_tensor
 from .preprocess import ImagePreprocess
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".gif"})
+
+VideoSource = str | Path | FileRange  # a video file, or a video member of a tar shard read in place
 
 # codecs whose frames depend on earlier frames without keyframe marking that a seek can trust: decode from the start
 _NO_SEEK_CODECS = frozenset({"gif", "apng", "webp"})
@@ -97,18 +103,22 @@ class ClipSpec:
 
 
 @contextmanager
-def _open(path: str | Path) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
-    """Open ``path`` and pick its first real video stream (cover art does not count); errors name the file."""
+def _open(path: VideoSource) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
+    """Open ``path`` (a file, or a ``FileRange``: a member of a tar shard, read in place) and pick its first real
+    video stream (cover art does not count); errors name the file."""
     name = str(path)
     try:
-        size = os.path.getsize(path)
+        size = path.size if isinstance(path, FileRange) else os.path.getsize(path)
+        if size == 0:
+            raise VideoReadError(f"{name!r} is empty (0 bytes)")
+        file = path.open() if isinstance(path, FileRange) else None
     except OSError as err:
         raise VideoReadError(f"cannot read {name!r}: {err.strerror or err}") from err
-    if size == 0:
-        raise VideoReadError(f"{name!r} is empty (0 bytes)")
     try:
-        container = av.open(name, mode="r")
+        container = av.open(name if file is None else file, mode="r")
     except av.error.FFmpegError as err:
+        if file is not None:
+            file.close()
         raise VideoReadError(f"cannot read video {name!r}: not a recognised or complete video file ({err})") from err
     try:
         streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
@@ -121,6 +131,8 @@ def _open(path: str | Path) -> Iterator[tuple[av.container.InputContainer, av.vi
         yield container, stream
     finally:
         container.close()
+        if file is not None:
+            file.close()
 
 
 def _check_index(stream: av.video.stream.VideoStream, size: int, name: str) -> None:
@@ -160,7 +172,7 @@ def _info(container: av.container.InputContainer, stream: av.video.stream.VideoS
     )
 
 
-def probe_video(path: str | Path) -> VideoInfo:
+def probe_video(path: VideoSource) -> VideoInfo:
     """Frame count, rate, duration, size and codec of a video file, from its header (nothing is decoded).
 
     Raises VideoReadError for a missing or zero-length file, a file that is not a video container, or a container
@@ -202,7 +214,7 @@ class _Timeline:
         return (frame.pts - self.origin) * self.time_base
 
 
-def _timed_frames(path: str | Path, start: Fraction) -> Iterator[tuple[Fraction, av.VideoFrame, _Timeline]]:
+def _timed_frames(path: VideoSource, start: Fraction) -> Iterator[tuple[Fraction, av.VideoFrame, _Timeline]]:
     """Decoded frames with their times (seconds from the first frame), from the last frame before ``start`` on.
 
     Seeks to the keyframe at or before ``start`` when ``start > 0``; the frames before ``start`` are decoded (a
@@ -301,7 +313,7 @@ def _seconds(value: float) -> Fraction:
 
 
 def iter_frames(
-    path: str | Path,
+    path: VideoSource,
     *,
     start: float = 0.0,
     stride: int = 1,
@@ -323,7 +335,7 @@ def iter_frames(
 
 
 def _iter_frames(
-    path: str | Path,
+    path: VideoSource,
     begin: Fraction,
     stride: int,
     preprocess: ImagePreprocess | None,
@@ -340,7 +352,7 @@ def _iter_frames(
             index += 1
 
 
-def iter_windows(path: str | Path, first: int, window: int, **kwargs) -> Iterator[torch.Tensor]:
+def iter_windows(path: VideoSource, first: int, window: int, **kwargs) -> Iterator[torch.Tensor]:
     """Consecutive chunks of ``iter_frames(path, **kwargs)`` as fp32 ``[3, T, H, W]`` in ``[-1, 1]``.
 
     The first chunk has ``first`` frames, every later one ``window`` frames; the last may be shorter (the caller
@@ -367,7 +379,7 @@ def _iter_windows(frames: Iterator[torch.Tensor], first: int, window: int) -> It
 
 
 def read_clip(
-    path: str | Path,
+    path: VideoSource,
     spec: ClipSpec = ClipSpec(),
     *,
     size: int | None = None,
@@ -397,7 +409,6 @@ def read_clip(
     if pad not in ("error", "repeat_last"):
         raise ValueError(f"pad must be 'error' or 'repeat_last', got {pad!r}")
     preprocess = _preprocess(resize, size, crop)
-    name = str(path)
     if spec.fps is None:
         with closing(
             iter_frames(
@@ -409,13 +420,13 @@ def read_clip(
         picked = _resampled(path, spec, preprocess, seed, stats)
     if len(picked) < spec.frames:
         if not picked or pad == "error":
-            raise VideoReadError(_short_message(name, spec, len(picked)))
+            raise VideoReadError(_short_message(path, spec, len(picked)))
         picked += [picked[-1]] * (spec.frames - len(picked))
     return torch.stack(picked, dim=1)
 
 
 def _resampled(
-    path: str | Path, spec: ClipSpec, preprocess: ImagePreprocess | None, seed: int, stats: ReadStats | None
+    path: VideoSource, spec: ClipSpec, preprocess: ImagePreprocess | None, seed: int, stats: ReadStats | None
 ) -> list[torch.Tensor]:
     """Nearest source frame for each target time ``start + k / fps`` (ties take the later frame)."""
     start, step = _seconds(spec.start), 1 / Fraction(spec.fps).limit_denominator(1_000_000)
@@ -452,9 +463,10 @@ def _resampled(
     return picked
 
 
-def _short_message(name: str, spec: ClipSpec, available: int) -> str:
+def _short_message(path: VideoSource, spec: ClipSpec, available: int) -> str:
+    name = str(path)
     try:
-        info = probe_video(name)
+        info = probe_video(path)
         about = f"the video has {_frame_count(info)}" + (f", {info.duration:g} s" if info.duration else "")
     except VideoReadError:
         about = "the video's length is unknown"
