@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tokenizer import metrics
-from tokenizer.losses import reconstruction_loss, ssim_loss
+from tokenizer.losses import chroma_loss, reconstruction_loss, ssim_loss
 
 
 def test_l1_and_l2_values():
@@ -61,3 +61,18 @@ def test_ssim_loss_scores_video_frames():
     torch.testing.assert_close(ssim_loss(video, other), ssim_loss(*frames))
     with pytest.raises(ValueError, match=r"\(2, 3, 4, 16, 16\) and \(2, 3, 16, 16\)"):
         ssim_loss(video, other[:, :, 0])
+
+
+def test_chroma_loss_ignores_luma_and_counts_colour():
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(2, 3, 8, 6, generator=g) * 2 - 1
+    brighter = x + 0.3  # the same shift on R, G and B: luma only
+    assert chroma_loss(x, brighter).item() == pytest.approx(0.0, abs=1e-6)
+    redder = x.clone()
+    redder[:, 0] += 0.2
+    # Cb and Cr rows of BT.601 weigh R by -0.168736 and 0.5
+    assert chroma_loss(x, redder).item() == pytest.approx(0.2 * (0.168736 + 0.5) / 2, rel=1e-5)
+    video = torch.stack([x, redder], dim=2)  # [B, 3, T, H, W]
+    assert chroma_loss(video, video.flip(2)).item() == pytest.approx(chroma_loss(x, redder).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="RGB"):
+        chroma_loss(x[:, :2], x[:, :2])

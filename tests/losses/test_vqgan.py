@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from tokenizer.losses import LPIPS, VQGANLoss, VQGANLossConfig, hinge_d_loss, non_saturating_g_loss
+from tokenizer.losses import LPIPS, VQGANLoss, VQGANLossConfig, chroma_loss, hinge_d_loss, non_saturating_g_loss
 from tokenizer.metrics import structural_similarity
 
 
@@ -50,7 +50,7 @@ def test_gan_off_before_disc_start():
     expected = 2.0 * (x - x_hat).abs().mean() + 3.0 * 0.25
     torch.testing.assert_close(loss, expected)
     assert logs["g"].item() == 0 and logs["d_weight"].item() == 0 and logs["perceptual"].item() == 0
-    assert set(logs) == {"rec", "ssim_loss", "perceptual", "quantizer", "g", "d_weight"}
+    assert set(logs) == {"rec", "ssim_loss", "chroma", "perceptual", "quantizer", "g", "d_weight"}
     assert all(not v.requires_grad for v in logs.values())
     d_loss, d_logs = crit.discriminator_loss(x, x_hat, step=4)
     assert d_loss.item() == 0 and not d_loss.requires_grad
@@ -58,13 +58,15 @@ def test_gan_off_before_disc_start():
     assert calls[0] == 0  # the discriminator never ran
 
 
-def test_ssim_term_adds_its_weight_times_one_minus_ssim():
-    crit = VQGANLoss(small(ssim_weight=0.5))
+def test_ssim_and_chroma_terms_add_their_weights():
+    crit = VQGANLoss(small(ssim_weight=0.5, chroma_weight=2.0))
     decoder, x, x_hat, q = batch()
     loss, logs = crit.generator_loss(x, x_hat, q, step=0, last_layer=decoder.conv_out.weight)
     structure = 1 - structural_similarity((x + 1) / 2, (x_hat + 1) / 2).mean()
     torch.testing.assert_close(logs["ssim_loss"], structure.detach())
-    torch.testing.assert_close(loss, (x - x_hat).abs().mean() + 0.5 * structure + 0.25)
+    torch.testing.assert_close(logs["chroma"], chroma_loss(x, x_hat).detach())
+    expected = (x - x_hat).abs().mean() + 2.0 * chroma_loss(x, x_hat) + 0.5 * structure + 0.25
+    torch.testing.assert_close(loss, expected)
 
 
 def test_gan_on_after_disc_start():

@@ -14,7 +14,7 @@ from .gan import (
     non_saturating_g_loss,
 )
 from .lpips import LPIPS, build_perceptual
-from .reconstruction import RECONSTRUCTION_KINDS, reconstruction_loss, ssim_loss
+from .reconstruction import RECONSTRUCTION_KINDS, chroma_loss, reconstruction_loss, ssim_loss
 from .vqgan import VQGANLoss, VQGANLossConfig
 
 __all__ = [
@@ -29,6 +29,7 @@ __all__ = [
     "VQGANLossConfig",
     "adaptive_generator_weight",
     "build_perceptual",
+    "chroma_loss",
     "hinge_d_loss",
     "hinge_g_loss",
     "non_saturating_d_loss",

@@ -14,7 +14,7 @@ from torch import nn
 from .discriminator import DISC_NORMS, PatchDiscriminator, PatchDiscriminator3D
 from .gan import D_LOSSES, G_LOSSES, LeCam, adaptive_generator_weight
 from .lpips import build_perceptual
-from .reconstruction import RECONSTRUCTION_KINDS, reconstruction_loss, ssim_loss
+from .reconstruction import RECONSTRUCTION_KINDS, chroma_loss, reconstruction_loss, ssim_loss
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class VQGANLossConfig:
     rec_kind: str = "l1"  # "l1" (taming) or "l2"; L1 gives sharper reconstructions
     rec_weight: float = 1.0  # weight of the pixel reconstruction loss
     ssim_weight: float = 0.0  # weight of 1 - SSIM (structure without a pretrained network; 0 turns it off)
+    chroma_weight: float = 0.0  # weight of the mean absolute BT.601 chroma error (keeps colour in small models)
     perceptual_weight: float = 1.0  # weight of LPIPS; > 0 needs vgg_path and lin_path (0 turns it off)
     vgg_path: str | None = None  # torchvision's vgg16 ImageNet weights (vgg16-397923af.pth or .safetensors)
     lin_path: str | None = None  # the lpips package's linear heads (lpips/weights/v0.1/vgg.pth or .safetensors)
@@ -95,7 +96,8 @@ class VQGANLoss(nn.Module):
     optimise them with a separate optimizer) and, when ``lecam_weight > 0``, the ``LeCam`` averages (of the
     frame discriminator's logits). With ``[.]`` the indicator and ``lambda`` the adaptive weight:
 
-        L_rec' = rec_weight * L_rec(x, x_hat) + ssim_weight * (1 - SSIM(x, x_hat)) + perceptual_weight * mean_b LPIPS(x_hat, x)
+        L_rec' = rec_weight * L_rec(x, x_hat) + chroma_weight * L_chroma(x, x_hat) + ssim_weight * (1 - SSIM(x, x_hat))
+                 + perceptual_weight * mean_b LPIPS(x_hat, x)
         L_gen  = L_rec' + quantizer_weight * L_q + [step >= disc_start] * disc_weight * lambda * L_G(D(x_hat))
         lambda = adaptive_generator_weight(L_rec', L_G, last_layer)   (training mode only; else 0)
         L_disc = [step >= disc_start] * (L_D(D(x), D(sg(x_hat))) + lecam_weight * R_LC)
@@ -158,7 +160,7 @@ class VQGANLoss(nn.Module):
                 on in training mode.
 
         Returns:
-            ``(loss, logs)``: the scalar loss and detached scalars ``rec``, ``ssim_loss``, ``perceptual``, ``quantizer``, ``g``
+            ``(loss, logs)``: the scalar loss and detached scalars ``rec``, ``ssim_loss``, ``chroma``, ``perceptual``, ``quantizer``, ``g``
             (the generator loss, 0 while the GAN is off) and ``d_weight`` (``disc_weight * lambda``).
             The discriminator does not run before ``disc_start``.
         """
@@ -167,7 +169,9 @@ class VQGANLoss(nn.Module):
         rec = reconstruction_loss(x, x_hat, cfg.rec_kind)
         perceptual = self.perceptual(x_hat, x).mean() if self.perceptual is not None else zero
         structure = ssim_loss(x, x_hat) if cfg.ssim_weight > 0 else zero
-        nll = cfg.rec_weight * rec + cfg.ssim_weight * structure + cfg.perceptual_weight * perceptual
+        chroma = chroma_loss(x, x_hat) if cfg.chroma_weight > 0 else zero
+        nll = cfg.rec_weight * rec + cfg.chroma_weight * chroma + cfg.ssim_weight * structure
+        nll = nll + cfg.perceptual_weight * perceptual
         loss = nll + cfg.quantizer_weight * quantizer_loss
         g, d_weight = zero, zero
         if self.gan_active(step) and cfg.disc_weight > 0:
@@ -180,6 +184,7 @@ class VQGANLoss(nn.Module):
         logs = {
             "rec": rec.detach(),
             "ssim_loss": structure.detach(),
+            "chroma": chroma.detach(),
             "perceptual": perceptual.detach(),
             "quantizer": torch.as_tensor(quantizer_loss).detach(),
             "g": g.detach(),
