@@ -5,8 +5,8 @@
   then the Triton kernels run through Triton's interpreter (how CI covers them without a GPU).
 - ``TOKENIZER_KERNELS=triton|torch|faiss`` forces a path (``torch`` also works on CUDA tensors).
 - ``nearest_code`` on CPU runs faiss's exact k=1 search when faiss is installed (``faiss-cpu``),
-  except on wide, large searches (``D >= NEAREST_TORCH_MIN_DIM`` and ``N * K >= NEAREST_TORCH_MIN_PAIRS``),
-  which run the PyTorch path; without faiss always the PyTorch path. ``faiss`` forces faiss at every
+  except on wide searches (``D >= NEAREST_TORCH_MIN_DIM``), which run the PyTorch path; without faiss
+  always the PyTorch path. ``faiss`` forces faiss at every
   shape, ``torch`` the PyTorch path (other ops have no faiss path and run PyTorch).
 
 Why the shape rule. At small D faiss's k=1 search never writes a distance to memory (a fused SIMD
@@ -16,9 +16,11 @@ D = 64 on it runs sgemm into 4096 x 1024 blocks with its bundled BLAS, and torch
 larger blocks is as fast or faster. Measured on 2 cores (Xeon, AVX-512, faiss 1.15.1,
 torch 2.13 + MKL), best of interleaved runs, PyTorch / faiss time: quiet machine, D=256: 0.39
 (N=16384 K=16384) and 0.44 (N=65536 K=1024); D=32: 1.2; D=8: 6.7. Under load (noisy, issue 17):
-D=64 0.4-2.1, D=128 0.9-2.7, D=256 0.9-2.4, D <= 32 always > 2. Small searches stay on faiss (one
-native call, no per-block ops). The constants are the crossover of those figures; ``benchmarks/
-report.py --nearest`` re-measures the grid with both sides as ``ours``/``faiss``.
+D=64 0.4-2.1, D=128 0.9-2.7, D=256 0.9-2.4, D <= 32 always > 2. The rule looks at D only, never at N or
+K: splitting a batch then never switches path, so the rows of a part get the path of the whole (small
+wide searches give up faiss's lower per-call cost, which is small against a training step). The constant
+is the crossover of those figures; ``benchmarks/report.py --nearest`` re-measures the grid with both
+sides as ``ours``/``faiss``.
 
 Every Triton launch runs inside ``device_guard(tensor)``: Triton launches on the *current* CUDA device,
 which need not be the one the tensors live on (``cuda:1`` tensors while ``cuda:0`` is current).
@@ -44,9 +46,8 @@ HAS_FAISS = importlib.util.find_spec("faiss") is not None
 
 BACKEND_ENV = "TOKENIZER_KERNELS"
 
-# nearest_code on CPU with faiss installed takes the PyTorch path when D >= this and N * K >= the next.
+# nearest_code on CPU with faiss installed takes the PyTorch path when D >= this.
 NEAREST_TORCH_MIN_DIM = 64
-NEAREST_TORCH_MIN_PAIRS = 1 << 22
 
 
 def interpreting() -> bool:
@@ -79,8 +80,8 @@ def _forced() -> str:
 def use_faiss(device: torch.device, shape: tuple[int, int, int] | None = None) -> bool:
     """Whether a ``nearest_code`` call on ``device`` that does not take the Triton path runs faiss:
     CPU tensors with faiss installed, unless ``TOKENIZER_KERNELS=torch``. Given the call's ``shape``
-    ``(N, K, D)``, wide large searches go to the PyTorch path (see the module notes) unless
-    ``TOKENIZER_KERNELS=faiss``."""
+    ``(N, K, D)``, wide searches (``D >= NEAREST_TORCH_MIN_DIM``, whatever N and K) go to the PyTorch path
+    (see the module notes) unless ``TOKENIZER_KERNELS=faiss``."""
     forced = _forced()
     if forced == "faiss" and not (HAS_FAISS and device.type == "cpu"):
         reason = "faiss is not installed (pip install faiss-cpu)" if not HAS_FAISS else f"tensors are on {device}"
@@ -89,8 +90,7 @@ def use_faiss(device: torch.device, shape: tuple[int, int, int] | None = None) -
         return False
     if forced == "faiss" or shape is None:
         return True
-    n, k, d = shape
-    return not (d >= NEAREST_TORCH_MIN_DIM and n * k >= NEAREST_TORCH_MIN_PAIRS)
+    return shape[2] < NEAREST_TORCH_MIN_DIM
 
 
 def device_guard(t: torch.Tensor) -> contextlib.AbstractContextManager:

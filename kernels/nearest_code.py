@@ -14,8 +14,8 @@ distance NaN, on every path (``codebook_stats`` ignores such rows). The codebook
 
 Paths (see ``_dispatch``): Triton tiles over the codebook with a running minimum in registers
 (``triton_impl/nearest_code.py``); on CPU, faiss's fused k=1 search when faiss is installed
-(``faiss_impl/nearest_code.py``, one native call), except for wide large searches (D >= 64 and
-N * K >= 2^22, ``_dispatch.use_faiss`` holds the rule and its figures), where MKL's sgemm wins; else the
+(``faiss_impl/nearest_code.py``, one native call), except for wide searches (D >= 64 whatever N and K,
+``_dispatch.use_faiss`` holds the rule and its figures), where MKL's sgemm wins; else the
 PyTorch path, which walks blocks of rows x codes whose size is bounded by ``CPU_BLOCK_BYTES``, so memory
 stays flat however large N and K grow.
 """
@@ -101,8 +101,9 @@ def nearest_code_torch(
     rows = max(1, min(n, CPU_BLOCK_BYTES // (4 * widest)))
     buffer = torch.empty(rows * widest, device=z.device)
     row_ids = torch.arange(rows, device=z.device)
-    # A finite row stays finite when widened or normalised, so the input's own test decides.
-    bad = ~torch.isfinite(z).all(dim=1)
+    # Widening fp16/bf16 or normalising keeps a finite row finite, but narrowing fp64 does not (1e39 -> inf):
+    # test the fp32 values that are searched.
+    bad = ~torch.isfinite(z.float() if z.dtype == torch.float64 else z).all(dim=1)
     index = torch.empty(n, dtype=torch.int64, device=z.device)
     best = torch.empty(n, device=z.device)
     distance = torch.empty(n, device=z.device) if return_distance else None

@@ -15,6 +15,7 @@ one run at a time holds the folder (``_output``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -356,7 +357,7 @@ def _encode_video_stream(
             yield crop_to_factor(window[:, :keep], preprocess.factor)[None].to(device)
 
     autocast = torch.autocast(device.type, dtype=DTYPES[options.dtype], enabled=options.dtype != "fp32")
-    with autocast:
+    with contextlib.closing(windows), autocast:  # a failure closes the video file now, not at garbage collection
         parts: list[torch.Tensor] = []
         for tokens in model.encode_windows(trimmed()):
             parts.append(tokens.cpu())

@@ -401,6 +401,26 @@ def test_unreadable_files_raise_video_read_error_naming_the_file(tmp_path, case)
         assert isinstance(caught.value, ValueError)
 
 
+@pytest.mark.parametrize("failure", [MemoryError, KeyboardInterrupt, av.error.InvalidDataError])
+def test_a_tar_members_file_is_closed_whatever_fails_while_opening(tmp_path, monkeypatch, failure):
+    from tokenizer.data.byte_range import FileRange
+
+    shard = tmp_path / "shard.tar"
+    shard.write_bytes(b"\0" * 64 + make_test_clip(tmp_path / "a.mp4", frames=2).read_bytes())
+    member = FileRange(shard, 64, shard.stat().st_size - 64, "shard.tar#a.mp4")
+    opened = []
+    real_open = FileRange.open
+    monkeypatch.setattr(FileRange, "open", lambda self: opened.append(real_open(self)) or opened[-1])
+
+    def fail(*args, **kwargs):
+        raise failure(0, "cannot open") if failure is av.error.InvalidDataError else failure("cannot open")
+
+    monkeypatch.setattr(video.av, "open", fail)
+    with pytest.raises(VideoReadError if failure is av.error.InvalidDataError else failure):
+        probe_video(member)
+    assert len(opened) == 1 and opened[0].closed
+
+
 def test_a_cut_mkv_opens_but_reports_the_missing_frames(tmp_path):
     good = make_test_clip(tmp_path / "good.mkv", frames=30, width=32, height=24, fps=10, pattern="counter")
     cut = tmp_path / "cut.mkv"

@@ -175,6 +175,21 @@ def test_non_finite_rows(path):
     assert torch.equal(kernels.nearest_code(z, codebook, metric="cosine").cpu()[bad_rows], torch.full((4,), -1))
 
 
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_fp64_rows_that_overflow_fp32_are_non_finite(path, metric):
+    # 1e39 is finite in fp64 but inf once narrowed to the fp32 the search runs in: no nearest code.
+    z = torch.randn(6, 4, dtype=torch.float64)
+    z[1, 2], z[4] = 1e39, -1e39
+    codebook = torch.randn(9, 4, dtype=torch.float64)
+    index, distance = kernels.nearest_code(
+        z.to(path.device), codebook.to(path.device), metric=metric, return_distance=True
+    )
+    index, distance = index.cpu(), distance.cpu()
+    assert (index[[1, 4]] == -1).all() and distance[[1, 4]].isnan().all()
+    good = [0, 2, 3, 5]
+    assert_nearest(z[good].float(), codebook.float(), index[good], metric=metric, distance=distance[good])
+
+
 def test_finite_rows_whose_distance_overflows(path):
     # ||z||^2 overflows fp32 but ||e||^2 - 2<z, e> does not: still a finite row with a nearest code.
     z = torch.randn(6, 4)
@@ -214,22 +229,42 @@ def test_deterministic(path, metric):
         assert torch.equal(part[0], first[0][123:321]) and torch.equal(part[1], first[1][123:321])
 
 
-@pytest.mark.skipif(
-    not _dispatch.HAS_FAISS or _dispatch.interpreting(),
-    reason="the CPU shape rule picks faiss or PyTorch (needs faiss-cpu; the interpreter runs Triton instead)",
-)
-@pytest.mark.parametrize("metric", ["l2", "cosine"])
-@pytest.mark.parametrize("min_dim, side", [(17, "faiss"), (16, "torch")])
-def test_shape_rule_sides_keep_the_contract(monkeypatch, metric, min_dim, side):
+def _spy_on_cpu_paths(monkeypatch) -> list[str]:
+    """Record, in call order, which CPU path (``nearest_code_torch`` / ``nearest_code_faiss``) runs."""
     import kernels.faiss_impl.nearest_code as faiss_module
 
-    monkeypatch.delenv(_dispatch.BACKEND_ENV, raising=False)
-    monkeypatch.setattr(_dispatch, "NEAREST_TORCH_MIN_DIM", min_dim)  # D = 16 below: faiss at 17, PyTorch at 16
-    monkeypatch.setattr(_dispatch, "NEAREST_TORCH_MIN_PAIRS", 301 * 257)
     taken = []
     for module, name in ((nearest_code_module, "nearest_code_torch"), (faiss_module, "nearest_code_faiss")):
         real = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **k: taken.append(_name) or _real(*a, **k))
+    return taken
+
+
+needs_shape_rule = pytest.mark.skipif(
+    not _dispatch.HAS_FAISS or _dispatch.interpreting(),
+    reason="the CPU shape rule picks faiss or PyTorch (needs faiss-cpu; the interpreter runs Triton instead)",
+)
+
+
+@needs_shape_rule
+@pytest.mark.parametrize("d", [16, 64])
+def test_a_part_of_a_batch_takes_the_path_of_the_whole(monkeypatch, d):
+    # N * K = 4097 * 1024 > 2^22: a rule looking at N could send the whole and its first row different ways.
+    monkeypatch.delenv(_dispatch.BACKEND_ENV, raising=False)
+    taken = _spy_on_cpu_paths(monkeypatch)
+    z, codebook = torch.randn(4097, d), torch.randn(1024, d)
+    kernels.nearest_code(z, codebook)
+    kernels.nearest_code(z[:1], codebook)
+    assert taken == ["nearest_code_faiss" if d < _dispatch.NEAREST_TORCH_MIN_DIM else "nearest_code_torch"] * 2
+
+
+@needs_shape_rule
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+@pytest.mark.parametrize("min_dim, side", [(17, "faiss"), (16, "torch")])
+def test_shape_rule_sides_keep_the_contract(monkeypatch, metric, min_dim, side):
+    monkeypatch.delenv(_dispatch.BACKEND_ENV, raising=False)
+    monkeypatch.setattr(_dispatch, "NEAREST_TORCH_MIN_DIM", min_dim)  # D = 16 below: faiss at 17, PyTorch at 16
+    taken = _spy_on_cpu_paths(monkeypatch)
     z = torch.randn(301, 16).to(torch.float16)
     z[5, 3], z[90] = float("nan"), float("inf")
     codebook = torch.randn(257, 16).to(torch.bfloat16)

@@ -70,9 +70,39 @@ def test_chroma_loss_ignores_luma_and_counts_colour():
     assert chroma_loss(x, brighter).item() == pytest.approx(0.0, abs=1e-6)
     redder = x.clone()
     redder[:, 0] += 0.2
-    # Cb and Cr rows of BT.601 weigh R by -0.168736 and 0.5
-    assert chroma_loss(x, redder).item() == pytest.approx(0.2 * (0.168736 + 0.5) / 2, rel=1e-5)
+    # BT.601: Cb = (B - Y) / 1.772 and Cr = (R - Y) / 1.402 weigh R by -0.299 / 1.772 and (1 - 0.299) / 1.402
+    assert chroma_loss(x, redder).item() == pytest.approx(0.2 * (0.299 / 1.772 + 0.701 / 1.402) / 2, rel=1e-5)
     video = torch.stack([x, redder], dim=2)  # [B, 3, T, H, W]
     assert chroma_loss(video, video.flip(2)).item() == pytest.approx(chroma_loss(x, redder).item(), rel=1e-5)
     with pytest.raises(ValueError, match="RGB"):
         chroma_loss(x[:, :2], x[:, :2])
+
+
+def _bt601_chroma(x: torch.Tensor) -> torch.Tensor:
+    """Cb, Cr of RGB ``[B, 3, ...]`` in fp64 from BT.601's definitions (not from ``CHROMA``)."""
+    r, g, b = x.double().unbind(1)
+    y = 0.299 * r + 0.587 * g + 0.114 * b
+    return torch.stack([(b - y) / 1.772, (r - y) / 1.402], dim=1)
+
+
+def test_chroma_loss_matches_the_bt601_definition():
+    g = torch.Generator().manual_seed(3)
+    x, x_hat = (torch.rand(2, 3, 5, 7, generator=g) * 2 - 1 for _ in range(2))
+    expected = (_bt601_chroma(x) - _bt601_chroma(x_hat)).abs().mean()
+    assert chroma_loss(x, x_hat).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("loss_fn", [ssim_loss, chroma_loss])
+def test_losses_run_in_fp32_under_bf16_autocast(loss_fn):
+    g = torch.Generator().manual_seed(4)
+    x = torch.rand(2, 3, 24, 20, generator=g) * 2 - 1
+    noisy = x + 0.02 * torch.randn(x.shape, generator=g)  # a small error: bf16 would round it away
+    x_hat = noisy.clone().requires_grad_(True)
+    loss = loss_fn(x, x_hat)
+    (grad,) = torch.autograd.grad(loss, x_hat)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss_bf16 = loss_fn(x, x_hat)
+    (grad_bf16,) = torch.autograd.grad(loss_bf16, x_hat)
+    assert loss_bf16.dtype == torch.float32
+    torch.testing.assert_close(loss_bf16, loss, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(grad_bf16, grad, rtol=1e-6, atol=1e-12)

@@ -192,7 +192,7 @@ def test_config_validation_and_round_trip():
         "disc_width": 2.5,
         "adaptive_weight_max": 0.0,
     }
-    for name, value in bad.items():
+    for name, value in [*bad.items(), ("chroma_weight", -0.5), ("chroma_weight", float("nan"))]:
         with pytest.raises(ValueError, match=rf"^loss\.{name} "):  # the YAML key, not the class
             VQGANLossConfig(**{name: value})
     with pytest.raises(ValueError, match="unknown keys in loss: \\['lr'\\]"):

@@ -72,3 +72,18 @@ def test_a_video_member_is_bounded_by_the_video_limit_and_never_read_whole(tmp_p
     gif = write_image(tmp_path / "still.gif", 8, 8, seed=1)  # a GIF is an image, in a tar as a loose file
     payload = list_tar(write_tar(tmp_path / "gif.tar", [("g.gif", gif.read_bytes())]))[0].read(1 << 20)
     assert payload.video is None and payload.data == gif.read_bytes()
+
+
+def test_an_image_tokenizer_calls_a_big_video_unsupported_not_too_large(tmp_path):
+    from tokenizer.data.items import InputReader
+
+    clip, tar = _shard(tmp_path)
+    limit = clip.stat().st_size - 1  # the video is over every limit
+    sources = [list_tar(tar)[0], clip]
+    preprocess = ImagePreprocess(size=32, factor=4)
+    reader = InputReader(sources, preprocess, VideoSampling(), videos=False, max_file_bytes=limit)
+    for i, source in enumerate([f"{tar}#x/a.mp4", str(clip)]):
+        record = reader[i].record
+        assert record["kind"] == "unsupported" and source in record["error"], record
+    video_reader = InputReader(sources, preprocess, VideoSampling(), videos=True, max_file_bytes=limit)
+    assert [video_reader[i].record["kind"] for i in range(2)] == ["too_large_file"] * 2  # a video model: over the limit

@@ -137,6 +137,34 @@ def test_an_image_model_records_videos_as_unsupported(tmp_path, media):
     assert all(r["kind"] == "unsupported" and "video tokenizer" in r["error"] for r in errors)
 
 
+def test_a_failure_while_encoding_windows_closes_the_video_at_once(monkeypatch):
+    from types import SimpleNamespace
+
+    from tokenizer import pipeline
+
+    closed = []
+
+    def iter_windows(*args, **kwargs):  # stands in for the reader: its finally closes the file
+        try:
+            while True:
+                yield torch.zeros(3, 5, 16, 16)
+        finally:
+            closed.append(True)
+
+    def encode_windows(windows):
+        next(windows)
+        raise RuntimeError("out of memory")
+        yield
+
+    monkeypatch.setattr(pipeline, "iter_windows", iter_windows)
+    model = SimpleNamespace(temporal_factor=4, downsample_factor=4, encode_windows=encode_windows)
+    record = {"sha256": "0" * 64}
+    with pytest.raises(RuntimeError, match="out of memory") as caught:
+        pipeline._encode_video_stream(model, Path("v.mp4"), _options(), record, torch.device("cpu"))
+    # closed already, while the traceback (held by the caller, as in a logged error) keeps the frame alive
+    assert closed == [True] and caught.tb is not None
+
+
 def test_bad_clip_settings_are_clear_errors(tmp_path, media):
     with pytest.raises(ValueError, match="1 \\+ k \\* 4"):
         encode_dataset(

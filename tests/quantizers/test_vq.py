@@ -222,15 +222,83 @@ def test_kmeans_init_is_deterministic_under_a_seed():
     assert torch.equal(first.codebook, again.codebook) and torch.equal(first.cluster_size, again.cluster_size)
 
 
-def test_kmeans_stops_at_once_when_every_latent_is_a_code(monkeypatch):
+def test_kmeans_init_runs_no_search_when_every_latent_is_a_code(monkeypatch):
     import kernels
     import tokenizer.quantizers.vq as vq_module
 
     calls = []
     real = kernels.nearest_code
     monkeypatch.setattr(vq_module.kernels, "nearest_code", lambda *a, **k: calls.append(a[1].shape[0]) or real(*a, **k))
-    x = torch.randn(1, 4, 8, 8)  # 64 latents, 64 codes: seeding puts a code on (nearly) every latent
+    x = torch.randn(1, 4, 8, 8)  # 64 latents, 64 codes: every latent becomes a code
     _, out = _init_once(x, VQConfig(codebook_size=64, dim=4, kmeans_iters=10), seed=0)
-    full_passes = sum(1 for k in calls if k == 64)
-    assert full_passes <= 3  # 1-2 Lloyd steps + the forward's own assignment (all 10 steps: 11)
-    assert out.metrics["usage"] >= 0.9
+    assert calls == [64]  # only the forward's own assignment (seeding + Lloyd would add more)
+    assert out.metrics["usage"].item() == 1.0
+
+
+def _rows_with_nan(n, dim, nan_rows, seed):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, dim, generator=g)
+    z[nan_rows, 0] = float("nan")
+    return z
+
+
+@pytest.mark.parametrize("update", ["ema", "grad"])
+def test_every_latent_a_code_takes_the_finite_latents_and_repeats(update):
+    z = _rows_with_nan(10, 3, [2, 7], seed=1)
+    finite = z[torch.isfinite(z).all(1)]  # 8 latents, 13 codes
+
+    def init(seed):
+        torch.manual_seed(seed)
+        vq = VectorQuantizer(VQConfig(codebook_size=13, dim=3, update=update))
+        vq._kmeans_init(z)
+        return vq
+
+    vq = init(4)
+    codebook = vq.codebook.detach()
+    assert bool(vq.initialized) and torch.isfinite(codebook).all()
+    # the first 8 codes are the finite latents in some order, the other 5 repeats of them
+    assert torch.equal(codebook[:8][torch.argsort(codebook[:8, 0])], finite[torch.argsort(finite[:, 0])])
+    assert all((finite == code).all(1).any() for code in codebook[8:])
+    assert torch.equal(vq.cluster_size, torch.tensor([1.0] * 8 + [0.0] * 5))
+    if update == "ema":
+        assert torch.equal(vq.embed_sum, codebook * vq.cluster_size[:, None])
+    assert torch.equal(init(4).codebook, vq.codebook)
+
+
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+@pytest.mark.parametrize("k", [5, 37])  # one seed per round; several seeds per round
+def test_seeding_tracks_the_nearest_seed(metric, k):
+    import kernels
+
+    z = _rows_with_nan(200, 4, [0, 50, 199], seed=2)
+    vq = VectorQuantizer(VQConfig(codebook_size=k, dim=4, metric=metric))
+    torch.manual_seed(6)
+    seeds, owner, nearest = vq._seed_centroids(vq._normalize(z))
+    index, distance = kernels.nearest_code(vq._normalize(z), seeds, metric=metric, return_distance=True)
+    assert seeds.shape == (k, 4) and torch.isfinite(seeds).all()
+    assert torch.equal(owner, index) and (owner[[0, 50, 199]] == -1).all()
+    torch.testing.assert_close(nearest, distance, equal_nan=True, rtol=1e-5, atol=1e-6)
+
+
+def test_a_batch_without_finite_latents_leaves_the_codebook_uninitialised():
+    vq = VectorQuantizer(VQConfig(codebook_size=8, dim=2)).train()
+    before = vq.codebook.clone()
+    vq(torch.full((1, 2, 3, 3), float("nan")))
+    assert not bool(vq.initialized) and torch.isfinite(vq.codebook).all()
+    assert torch.allclose(vq.codebook, before)  # EMA with no assignment keeps each code's mean
+    vq(torch.randn(1, 2, 3, 3))
+    assert bool(vq.initialized) and torch.isfinite(vq.codebook).all()
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_dead_code_restarts_draw_finite_latents_only(seed):
+    torch.manual_seed(seed)
+    vq = VectorQuantizer(VQConfig(codebook_size=8, dim=2, kmeans_init=False, decay=0.5, dead_code_threshold=0.9))
+    x = torch.randn(1, 2, 2, 2)  # 4 latents, one NaN: most codes get no latent and die
+    x[0, :, 0, 0] = float("nan")
+    for _ in range(3):
+        vq(x)
+        assert torch.isfinite(vq.codebook).all() and torch.isfinite(vq.embed_sum).all()
+    assert vq.dead_codes().item() < 8
+    vq(torch.full((1, 2, 2, 2), float("nan")))  # nothing finite to draw from: no restart, nothing poisoned
+    assert torch.isfinite(vq.codebook).all()

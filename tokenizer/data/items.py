@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,9 +94,9 @@ def input_stat(path: str | Path) -> tuple[int, int] | None:
 
 class InputReader(Dataset):
     """Item ``i`` of ``paths`` (files, or items of tar / Parquet files: ``containers``) as an ``InputItem``.
-    ``videos=False`` (an image tokenizer) records videos as unsupported. Only regular files are opened;
-    ``max_file_bytes`` (None: ``DEFAULT_MAX_IMAGE_BYTES`` for images, ``DEFAULT_MAX_VIDEO_BYTES`` for videos) is
-    the largest file (or image inside a container) read."""
+    ``videos=False`` (an image tokenizer) records videos as unsupported, whatever their size. Only regular files
+    are opened; ``max_file_bytes`` (None: ``DEFAULT_MAX_IMAGE_BYTES`` for images, ``DEFAULT_MAX_VIDEO_BYTES`` for
+    videos) is the largest file (or image inside a container) read."""
 
     def __init__(
         self,
@@ -121,7 +122,7 @@ class InputReader(Dataset):
             return self._read_contained(i, path)
         item = InputItem(i, str(path))
         kind = media_kind(path)
-        limit = {"image": self.max_image_bytes, "video": self.max_video_bytes}.get(kind)
+        limit = {"image": self.max_image_bytes, "video": self.max_video_bytes if self.videos else None}.get(kind)
         try:
             info = check_input_file(path, limit)  # before any open: a FIFO or a device is never opened
             item.file_stat = info.st_size, info.st_mtime_ns
@@ -153,8 +154,10 @@ class InputReader(Dataset):
         as a loose video file is but from its place in the tar; its record gets the sample's ``meta`` (always,
         ``{}`` when it has none), its ``file_stat`` is the container's."""
         item = InputItem(i, contained.source, file_stat=input_stat(contained.path))
+        # an image tokenizer refuses a video as unsupported, whatever its size (a video member is never read here)
+        video_limit = self.max_video_bytes if self.videos else sys.maxsize
         try:
-            payload = contained.read(self.max_image_bytes, self.max_video_bytes)
+            payload = contained.read(self.max_image_bytes, video_limit)
             if payload.video is not None and not self.videos:
                 item.record = {"kind": "unsupported", "error": f"{payload.video}: a video needs a video tokenizer"}
                 return item

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import islice
@@ -107,20 +107,20 @@ def _open(path: VideoSource) -> Iterator[tuple[av.container.InputContainer, av.v
     """Open ``path`` (a file, or a ``FileRange``: a member of a tar shard, read in place) and pick its first real
     video stream (cover art does not count); errors name the file."""
     name = str(path)
-    try:
-        size = path.size if isinstance(path, FileRange) else os.path.getsize(path)
-        if size == 0:
-            raise VideoReadError(f"{name!r} is empty (0 bytes)")
-        file = path.open() if isinstance(path, FileRange) else None
-    except OSError as err:
-        raise VideoReadError(f"cannot read {name!r}: {err.strerror or err}") from err
-    try:
-        container = av.open(name if file is None else file, mode="r")
-    except av.error.FFmpegError as err:
-        if file is not None:
-            file.close()
-        raise VideoReadError(f"cannot read video {name!r}: not a recognised or complete video file ({err})") from err
-    try:
+    with ExitStack() as stack:  # closes the container, then the tar member's file, whatever goes wrong
+        try:
+            size = path.size if isinstance(path, FileRange) else os.path.getsize(path)
+            if size == 0:
+                raise VideoReadError(f"{name!r} is empty (0 bytes)")
+            file = stack.enter_context(closing(path.open())) if isinstance(path, FileRange) else None
+        except OSError as err:
+            raise VideoReadError(f"cannot read {name!r}: {err.strerror or err}") from err
+        try:
+            container = stack.enter_context(closing(av.open(name if file is None else file, mode="r")))
+        except av.error.FFmpegError as err:
+            raise VideoReadError(
+                f"cannot read video {name!r}: not a recognised or complete video file ({err})"
+            ) from err
         streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
         if not streams:
             kinds = sorted({s.type for s in container.streams}) or ["none"]
@@ -129,10 +129,6 @@ def _open(path: VideoSource) -> Iterator[tuple[av.container.InputContainer, av.v
         _check_index(stream, size, name)
         stream.thread_type = "AUTO"  # frame + slice threads; the order of output frames is unchanged
         yield container, stream
-    finally:
-        container.close()
-        if file is not None:
-            file.close()
 
 
 def _check_index(stream: av.video.stream.VideoStream, size: int, name: str) -> None:

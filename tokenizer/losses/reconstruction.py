@@ -9,6 +9,14 @@ from ..metrics import structural_similarity
 RECONSTRUCTION_KINDS = ("l1", "l2")
 
 
+def _check_same_shape(x: torch.Tensor, x_hat: torch.Tensor) -> None:
+    """Raise when the target and the reconstruction differ in shape (the losses never broadcast)."""
+    if x.shape != x_hat.shape:
+        raise ValueError(
+            f"x and x_hat must have the same shape, got {tuple(x.shape)} and {tuple(x_hat.shape)} (no broadcasting)"
+        )
+
+
 def reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor, kind: str = "l1") -> torch.Tensor:
     """Mean reconstruction error between the target ``x`` and the reconstruction ``x_hat``.
 
@@ -25,10 +33,7 @@ def reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor, kind: str = "l1") 
     """
     if kind not in RECONSTRUCTION_KINDS:
         raise ValueError(f"reconstruction kind must be one of {RECONSTRUCTION_KINDS}, got {kind!r}")
-    if x.shape != x_hat.shape:
-        raise ValueError(
-            f"x and x_hat must have the same shape, got {tuple(x.shape)} and {tuple(x_hat.shape)} (no broadcasting)"
-        )
+    _check_same_shape(x, x_hat)
     diff = x - x_hat
     return diff.abs().mean() if kind == "l1" else diff.square().mean()
 
@@ -37,12 +42,12 @@ def ssim_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     """``1 - mean SSIM(x, x_hat)`` (``tokenizer.metrics.ssim``'s formula on ``p = (x + 1) / 2``, unclipped so
     out-of-range pixels keep their gradient), computed in fp32; a video ``[B, C, T, H, W]`` is scored frame by
     frame. Rewards matching local means, contrasts and correlations, which plain L1 weighs only by pixel."""
-    if x.shape != x_hat.shape:
-        raise ValueError(f"x and x_hat must have the same shape, got {tuple(x.shape)} and {tuple(x_hat.shape)}")
+    _check_same_shape(x, x_hat)
     if x.ndim == 5:
         x, x_hat = (v.transpose(1, 2).flatten(0, 1) for v in (x, x_hat))
-    a, b = (v.float().add(1.0).mul(0.5) for v in (x, x_hat))
-    return 1.0 - structural_similarity(a, b).mean()
+    with torch.autocast(x.device.type, enabled=False):  # autocast would run the SSIM convolutions in bf16
+        a, b = (v.float().add(1.0).mul(0.5) for v in (x, x_hat))
+        return 1.0 - structural_similarity(a, b).mean()
 
 
 # BT.601 chroma of RGB: Cb = (B - Y) / 1.772, Cr = (R - Y) / 1.402 with Y = 0.299 R + 0.587 G + 0.114 B
@@ -56,10 +61,10 @@ def chroma_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
     Natural images vary far more in luma than in chroma, so under plain L1 a small model trades chroma for luma
     detail and returns colours grey; weighing this term restores the balance.
     """
-    if x.shape != x_hat.shape:
-        raise ValueError(f"x and x_hat must have the same shape, got {tuple(x.shape)} and {tuple(x_hat.shape)}")
+    _check_same_shape(x, x_hat)
     if x.ndim < 3 or x.shape[1] != 3:
         raise ValueError(f"chroma_loss needs RGB [B, 3, ...] pixels, got shape {tuple(x.shape)}")
-    rows = torch.tensor(CHROMA, device=x.device)
-    diff = (x.float() - x_hat.float()).movedim(1, -1) @ rows.T
-    return diff.abs().mean()
+    with torch.autocast(x.device.type, enabled=False):  # autocast would run the matmul in bf16
+        rows = torch.tensor(CHROMA, device=x.device)
+        diff = (x.float() - x_hat.float()).movedim(1, -1) @ rows.T
+        return diff.abs().mean()

@@ -61,6 +61,7 @@ class VQGANLossConfig:
         for name in (
             "rec_weight",
             "ssim_weight",
+            "chroma_weight",
             "perceptual_weight",
             "disc_weight",
             "lecam_weight",

@@ -132,13 +132,16 @@ class VectorQuantizer(Quantizer):
         sampling on rank 0, then up to ``kmeans_iters`` Lloyd steps on every rank's data, stopping early
         once the mean squared distance to the assigned centroid falls by less than ``KMEANS_TOL`` of itself
         (at once when it is 0). In one process the first Lloyd step reuses the assignment the seeding
-        already tracked, so it costs no N x K pass of its own.
+        already tracked, so it costs no N x K pass of its own. A batch with no finite latent on any rank
+        (empty, or all NaN/Inf) leaves the codebook uninitialised for the next batch.
         """
-        if z.shape[0] == 0:
-            return
         k = self.codebook_size
         finite = torch.isfinite(z).all(1)
         n_finite = int(finite.sum())
+        total = torch.tensor(float(n_finite), device=z.device)
+        _distributed.all_reduce_sum_(total)
+        if total.item() == 0:
+            return
         if not _distributed.is_distributed() and 0 < n_finite <= k:
             centroids, counts = self._every_latent_a_code(z[finite] if n_finite < z.shape[0] else z)
         else:
@@ -243,12 +246,19 @@ class VectorQuantizer(Quantizer):
 
     @torch.no_grad()
     def _restart_dead_codes(self, z: torch.Tensor) -> None:
-        """Re-seed dead codes with random latents of rank 0's batch and a fair (mean) count."""
+        """Re-seed dead codes with random finite latents of rank 0's batch and a fair (mean) count; none
+        when rank 0's batch holds no finite latent."""
         dead = self._dead_mask()
         if self.config.dead_code_threshold == 0 or not bool(dead.any()):
             return
-        pick = torch.randint(0, z.shape[0], (self.codebook_size,), device=z.device)
-        seeds = _distributed.broadcast_(z[pick].contiguous())
+        rows = z[torch.isfinite(z).all(1)]
+        if rows.shape[0] > 0:
+            seeds = rows[torch.randint(0, rows.shape[0], (self.codebook_size,), device=z.device)]
+        else:  # NaN seeds tell every rank (after the broadcast) that rank 0 had nothing to draw from
+            seeds = torch.full((self.codebook_size, z.shape[1]), float("nan"), device=z.device)
+        _distributed.broadcast_(seeds)
+        if not bool(torch.isfinite(seeds).all()):
+            return
         fair = self.cluster_size.mean()
         self.codebook.data[dead] = seeds[dead]
         self.cluster_size[dead] = fair

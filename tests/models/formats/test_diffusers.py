@@ -156,6 +156,10 @@ def test_pre_0_15_attention_names_in_bin(tmp_path: Path) -> None:
         ({"norm_type": "spatial"}, "norm_type='spatial'"),
         ({"act_fn": "gelu"}, "act_fn='gelu'"),
         ({"_class_name": "AutoencoderKL"}, "AutoencoderKL"),
+        ({"norm_num_groups": 0}, r"config\.json\) has norm_num_groups=0; it must be a positive int"),
+        ({"norm_num_groups": 8.0}, r"config\.json\) has norm_num_groups=8\.0; it must be a positive int"),
+        ({"norm_num_groups": "32"}, r"config\.json\) has norm_num_groups='32'; it must be a positive int"),
+        ({"norm_num_groups": 48}, r"config\.json\) has norm_num_groups=48, which does not divide .*\[32, 64\]"),
     ],
 )
 def test_refused_configs(tmp_path: Path, change: dict, message: str) -> None:

@@ -117,6 +117,15 @@ def check_diffusers_config(config: Mapping[str, Any] | None, source: str) -> Non
         for kind in config.get(key, ()):
             if kind not in (known, f"Attn{known}"):
                 raise ValueError(f"{where}: {key} holds {kind!r}; only {known} and Attn{known} are supported")
+    groups = config.get("norm_num_groups", NORM_GROUPS)
+    if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
+        raise ValueError(f"{where} has norm_num_groups={groups!r}; it must be a positive int (GroupNorm's group count)")
+    uneven = [c for c in config.get("block_out_channels", ()) if not isinstance(c, int) or c % groups]
+    if uneven:
+        raise ValueError(
+            f"{where} has norm_num_groups={groups}, which does not divide block_out_channels "
+            f"{list(config['block_out_channels'])} (GroupNorm needs a multiple of the group count)"
+        )
 
 
 def load(checkpoint: Checkpoint, config: TokenizerConfig) -> Tokenizer:
