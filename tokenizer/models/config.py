@@ -38,8 +38,8 @@ class TokenizerConfig:
     the latent grid is ``H / downsample_factor x W / downsample_factor``.
     Channel counts feed ``GroupNorm(norm_groups)``, so ``ch * ch_mult[i]`` must be a multiple of ``norm_groups``.
     A GroupNorm makes every group of channels zero-mean over the image, so one channel per group (``ch == 32``
-    with taming's 32 groups) erases each channel's mean before the decoder's ``conv_out``: flat colours cannot
-    come back. Keep at least 4 channels per group (taming: ``ch=128``, 32 groups).
+    with taming's 32 groups) is an instance norm that drops each channel's image mean before the decoder's
+    ``conv_out``; taming keeps 4 channels per group (``ch=128``, 32 groups).
     """
 
     in_channels: int = 3  # pixel channels read by the encoder (RGB)
