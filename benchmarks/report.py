@@ -132,7 +132,7 @@ def nearest_code_table(
         samples = interleaved_runs(calls, device, rounds=rounds)
         faiss_min = min(samples["faiss"]) if "faiss" in samples else None
         faiss_median = median(samples["faiss"]) if "faiss" in samples else None
-        ours_path = "faiss" if _dispatch.use_faiss(device, (n, k, d)) else "torch"
+        ours_path = "faiss" if _dispatch.use_faiss(device) else "torch"
         if _dispatch.use_triton(device):
             ours_path = "triton"
         for name, fn in calls.items():

@@ -4,23 +4,14 @@
 - CPU tensors run the PyTorch path, unless ``TRITON_INTERPRET=1`` was set when the process started:
   then the Triton kernels run through Triton's interpreter (how CI covers them without a GPU).
 - ``TOKENIZER_KERNELS=triton|torch|faiss`` forces a path (``torch`` also works on CUDA tensors).
-- ``nearest_code`` on CPU runs faiss's exact k=1 search when faiss is installed (``faiss-cpu``),
-  except on wide searches (``D >= NEAREST_TORCH_MIN_DIM``), which run the PyTorch path; without faiss
-  always the PyTorch path. ``faiss`` forces faiss at every
-  shape, ``torch`` the PyTorch path (other ops have no faiss path and run PyTorch).
+- ``nearest_code`` on CPU runs faiss's exact k=1 search when faiss is installed (``faiss-cpu``), at every
+  shape; without faiss the PyTorch path. ``faiss`` forces faiss (an error where it cannot run), ``torch``
+  the PyTorch path (other ops have no faiss path and run PyTorch).
 
-Why the shape rule. At small D faiss's k=1 search never writes a distance to memory (a fused SIMD
-kernel) and is many times faster than any matmul-then-argmin program; measured here it stays far
-ahead up to D = 32 (its time grows 5-7x from D = 32 to 64, the sign of a fused path ending). From
-D = 64 on it runs sgemm into 4096 x 1024 blocks with its bundled BLAS, and torch's MKL ``addmm`` into
-larger blocks is as fast or faster. Measured on 2 cores (Xeon, AVX-512, faiss 1.15.1,
-torch 2.13 + MKL), best of interleaved runs, PyTorch / faiss time: quiet machine, D=256: 0.39
-(N=16384 K=16384) and 0.44 (N=65536 K=1024); D=32: 1.2; D=8: 6.7. Under load (noisy, issue 17):
-D=64 0.4-2.1, D=128 0.9-2.7, D=256 0.9-2.4, D <= 32 always > 2. The rule looks at D only, never at N or
-K: splitting a batch then never switches path, so the rows of a part get the path of the whole (small
-wide searches give up faiss's lower per-call cost, which is small against a training step). The constant
-is the crossover of those figures; ``benchmarks/report.py --nearest`` re-measures the grid with both
-sides as ``ours``/``faiss``.
+Why faiss at every D. Measured on 2 quiet cores (AMD EPYC, faiss 1.15.1, torch 2.13, 2 interleaved rounds,
+``benchmarks/report.py --nearest``; RESULTS.md): the PyTorch path was slower than faiss's IndexFlat search at
+27 of the 30 measured shapes with D >= 64 (ours/faiss 0.86-2.4), so no shape rule pays; at small D faiss's
+fused k=1 kernel never writes a distance to memory and no matmul-then-argmin program comes close.
 
 Every Triton launch runs inside ``device_guard(tensor)``: Triton launches on the *current* CUDA device,
 which need not be the one the tensors live on (``cuda:1`` tensors while ``cuda:0`` is current).
@@ -45,9 +36,6 @@ except ImportError:
 HAS_FAISS = importlib.util.find_spec("faiss") is not None
 
 BACKEND_ENV = "TOKENIZER_KERNELS"
-
-# nearest_code on CPU with faiss installed takes the PyTorch path when D >= this.
-NEAREST_TORCH_MIN_DIM = 64
 
 
 def interpreting() -> bool:
@@ -77,20 +65,14 @@ def _forced() -> str:
     return forced
 
 
-def use_faiss(device: torch.device, shape: tuple[int, int, int] | None = None) -> bool:
+def use_faiss(device: torch.device) -> bool:
     """Whether a ``nearest_code`` call on ``device`` that does not take the Triton path runs faiss:
-    CPU tensors with faiss installed, unless ``TOKENIZER_KERNELS=torch``. Given the call's ``shape``
-    ``(N, K, D)``, wide searches (``D >= NEAREST_TORCH_MIN_DIM``, whatever N and K) go to the PyTorch path
-    (see the module notes) unless ``TOKENIZER_KERNELS=faiss``."""
+    CPU tensors with faiss installed, unless ``TOKENIZER_KERNELS=torch``."""
     forced = _forced()
     if forced == "faiss" and not (HAS_FAISS and device.type == "cpu"):
         reason = "faiss is not installed (pip install faiss-cpu)" if not HAS_FAISS else f"tensors are on {device}"
         raise RuntimeError(f"{BACKEND_ENV}=faiss but the faiss path cannot run: {reason}; it needs CPU tensors")
-    if not (HAS_FAISS and device.type == "cpu" and forced in ("", "faiss")):
-        return False
-    if forced == "faiss" or shape is None:
-        return True
-    return shape[2] < NEAREST_TORCH_MIN_DIM
+    return HAS_FAISS and device.type == "cpu" and forced in ("", "faiss")
 
 
 def device_guard(t: torch.Tensor) -> contextlib.AbstractContextManager:

@@ -14,8 +14,7 @@ distance NaN, on every path (``codebook_stats`` ignores such rows). The codebook
 
 Paths (see ``_dispatch``): Triton tiles over the codebook with a running minimum in registers
 (``triton_impl/nearest_code.py``); on CPU, faiss's fused k=1 search when faiss is installed
-(``faiss_impl/nearest_code.py``, one native call), except for wide searches (D >= 64 whatever N and K,
-``_dispatch.use_faiss`` holds the rule and its figures), where MKL's sgemm wins; else the
+(``faiss_impl/nearest_code.py``, one native call; ``_dispatch`` gives the figures); else the
 PyTorch path, which walks blocks of rows x codes whose size is bounded by ``CPU_BLOCK_BYTES``, so memory
 stays flat however large N and K grow.
 """
@@ -74,7 +73,7 @@ def nearest_code(
         from .triton_impl.nearest_code import nearest_code_triton
 
         index, distance = nearest_code_triton(z, codebook, cosine=cosine, return_distance=return_distance)
-    elif _dispatch.use_faiss(z.device, (z.shape[0], codebook.shape[0], z.shape[1])):
+    elif _dispatch.use_faiss(z.device):
         from .faiss_impl.nearest_code import nearest_code_faiss
 
         index, distance = nearest_code_faiss(z, codebook, cosine=cosine, return_distance=return_distance)

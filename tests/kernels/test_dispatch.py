@@ -71,15 +71,12 @@ def test_forced_faiss_needs_faiss_and_cpu(monkeypatch):
         _dispatch.use_faiss(torch.device("cuda"))
 
 
-def test_cpu_nearest_code_shape_rule(monkeypatch):
+def test_cpu_nearest_code_takes_faiss_whenever_installed(monkeypatch):
     monkeypatch.delenv(_dispatch.BACKEND_ENV, raising=False)
     monkeypatch.setattr(_dispatch, "HAS_FAISS", True)
-    dim = _dispatch.NEAREST_TORCH_MIN_DIM
-    assert not _dispatch.use_faiss(CPU, (1 << 22, 1, dim))  # wide: PyTorch
-    assert not _dispatch.use_faiss(CPU, (1, 1, dim))  # wide, however small N and K: PyTorch
-    assert _dispatch.use_faiss(CPU, (1 << 22, 1, dim - 1))  # narrower: faiss
-    assert _dispatch.use_faiss(CPU, (65536, 65536, 32)) and not _dispatch.use_faiss(CPU, (4096, 1024, 256))
-    monkeypatch.setenv(_dispatch.BACKEND_ENV, "faiss")
-    assert _dispatch.use_faiss(CPU, (1, 1, dim))  # forced: every shape
+    assert _dispatch.use_faiss(CPU)
     monkeypatch.setenv(_dispatch.BACKEND_ENV, "torch")
-    assert not _dispatch.use_faiss(CPU, (1, 1, 1))
+    assert not _dispatch.use_faiss(CPU)
+    monkeypatch.setattr(_dispatch, "HAS_FAISS", False)
+    monkeypatch.delenv(_dispatch.BACKEND_ENV)
+    assert not _dispatch.use_faiss(CPU)

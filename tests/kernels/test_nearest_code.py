@@ -240,30 +240,28 @@ def _spy_on_cpu_paths(monkeypatch) -> list[str]:
     return taken
 
 
-needs_shape_rule = pytest.mark.skipif(
+needs_faiss_dispatch = pytest.mark.skipif(
     not _dispatch.HAS_FAISS or _dispatch.interpreting(),
-    reason="the CPU shape rule picks faiss or PyTorch (needs faiss-cpu; the interpreter runs Triton instead)",
+    reason="the CPU dispatch picks faiss or PyTorch (needs faiss-cpu; the interpreter runs Triton instead)",
 )
 
 
-@needs_shape_rule
-@pytest.mark.parametrize("d", [16, 64])
-def test_a_part_of_a_batch_takes_the_path_of_the_whole(monkeypatch, d):
-    # N * K = 4097 * 1024 > 2^22: a rule looking at N could send the whole and its first row different ways.
+@needs_faiss_dispatch
+@pytest.mark.parametrize("d", [4, 64, 256])
+def test_faiss_runs_at_every_width_and_for_any_part_of_a_batch(monkeypatch, d):
     monkeypatch.delenv(_dispatch.BACKEND_ENV, raising=False)
     taken = _spy_on_cpu_paths(monkeypatch)
-    z, codebook = torch.randn(4097, d), torch.randn(1024, d)
+    z, codebook = torch.randn(65, d), torch.randn(40, d)
     kernels.nearest_code(z, codebook)
     kernels.nearest_code(z[:1], codebook)
-    assert taken == ["nearest_code_faiss" if d < _dispatch.NEAREST_TORCH_MIN_DIM else "nearest_code_torch"] * 2
+    assert taken == ["nearest_code_faiss"] * 2
 
 
-@needs_shape_rule
+@needs_faiss_dispatch
 @pytest.mark.parametrize("metric", ["l2", "cosine"])
-@pytest.mark.parametrize("min_dim, side", [(17, "faiss"), (16, "torch")])
-def test_shape_rule_sides_keep_the_contract(monkeypatch, metric, min_dim, side):
-    monkeypatch.delenv(_dispatch.BACKEND_ENV, raising=False)
-    monkeypatch.setattr(_dispatch, "NEAREST_TORCH_MIN_DIM", min_dim)  # D = 16 below: faiss at 17, PyTorch at 16
+@pytest.mark.parametrize("side", ["faiss", "torch"])
+def test_both_cpu_paths_keep_the_contract(monkeypatch, metric, side):
+    monkeypatch.setenv(_dispatch.BACKEND_ENV, side)
     taken = _spy_on_cpu_paths(monkeypatch)
     z = torch.randn(301, 16).to(torch.float16)
     z[5, 3], z[90] = float("nan"), float("inf")
