@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import io
+import os
 import shutil
+import signal
+import subprocess
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +44,20 @@ def model_dir(tmp_path: Path) -> Path:
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` by relative path (what 'identical output' compares)."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def killed_then_rerun(args: list[str], out: Path) -> Path:
+    """Run the command ``args + ["--out", out]`` three times, SIGKILLed after 1.5, 2.5 and 3.5 s (interpreter
+    start, mid-run, and likely late in the run), then once to the end; returns ``out``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for delay in (1.5, 2.5, 3.5):
+        process = subprocess.Popen([*args, "--out", str(out)], env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)  # fmt: skip
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    subprocess.run([*args, "--out", str(out)], check=True, env=env, capture_output=True)
+    return out
 
 
 def write_tar(path: Path, members: list[tuple[str, bytes]]) -> Path:

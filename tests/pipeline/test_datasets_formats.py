@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from tokenizer.data.sources import collect_inputs, expand_braces
 from tokenizer.pipeline import EncodeOptions, encode_dataset
 from tokenizer.tokens import TokenDataset
 
-from .conftest import snapshot, tiny_model, write_image, write_tar
+from .conftest import killed_then_rerun, snapshot, tiny_model, write_image, write_tar
 
 pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
@@ -195,14 +193,7 @@ def test_sigkill_then_rerun_gives_the_same_output(tmp_path, shards, model_dir):
     reference = tmp_path / "reference"
     subprocess.run([*args, "--out", str(reference)], check=True, env=env, capture_output=True)
     assert len(_rows(reference / "manifest.jsonl")) == 13 and len(_rows(reference / "errors.jsonl")) == 3
-    killed = tmp_path / "killed"
-    for delay in (1.5, 2.5, 3.5):
-        process = subprocess.Popen([*args, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)  # fmt: skip
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    subprocess.run([*args, "--out", str(killed)], check=True, env=env, capture_output=True)
+    killed = killed_then_rerun(args, tmp_path / "killed")
     assert snapshot(killed) == snapshot(reference)
 
 

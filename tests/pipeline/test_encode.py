@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,7 @@ from tokenizer.data.sources import collect_inputs
 from tokenizer.pipeline import EncodeOptions, OutputMismatchError, StrictModeError, encode_dataset
 from tokenizer.tokens import TokenDataset, list_shards
 
-from .conftest import snapshot, tiny_model, write_image
+from .conftest import killed_then_rerun, snapshot, tiny_model, write_image
 
 
 def _options(**overrides) -> EncodeOptions:
@@ -149,14 +147,7 @@ def test_sigkill_at_any_moment_then_rerun_gives_the_same_output(tmp_path, image_
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     reference = tmp_path / "reference"
     subprocess.run([*args, "--out", str(reference)], check=True, env=env, capture_output=True)
-    killed = tmp_path / "killed"
-    for delay in (1.5, 2.5, 3.5):  # interpreter start, mid-run, and (likely) late in the run
-        process = subprocess.Popen([*args, "--out", str(killed)], env=env, stdout=subprocess.DEVNULL,
-                                   stderr=subprocess.DEVNULL)  # fmt: skip
-        time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        process.wait()
-    subprocess.run([*args, "--out", str(killed)], check=True, env=env, capture_output=True)
+    killed = killed_then_rerun(args, tmp_path / "killed")
     assert snapshot(killed) == snapshot(reference)  # stale temporary files included: none are left
 
 
