@@ -99,7 +99,8 @@ class Trainer:
             eval_images, eval_videos = self.train_images, self.train_videos
         self.eval_images = eval_images[: config.eval_images]
         self.eval_videos = eval_videos[: config.eval_images] if self.is_video else []
-        self.policy = CropPolicy(config.data.size, config.data.random_crop, config.data.flip, config.data.max_zoom)
+        data = config.data
+        self.policy = CropPolicy(data.size, data.random_crop, data.flip, data.max_zoom, data.chroma_jitter)
         self.clip = ClipSpec(frames=config.data.clip_frames, stride=config.data.clip_stride)
 
         self.world_size, self.rank, local_rank = init_from_environment()

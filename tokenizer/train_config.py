@@ -26,6 +26,9 @@ class DataConfig:
     random_crop: bool = True
     flip: bool = True
     max_zoom: float = 1.25  # shorter side resized to size * U(1, max_zoom) before cropping
+    # Share of samples (images, or whole clips) whose hues turn by a random angle with a random saturation gain,
+    # luma kept (tokenizer.data.colour): teaches colours a small training set lacks.
+    chroma_jitter: float = 0.0
     workers: int = 0  # DataLoader worker processes decoding images and videos
     # Video models only. Frames per training clip: 1 + k * the model's temporal_factor (17 = 1 + 4 * 4 gives
     # five token frames at the usual factor 4); evaluation reads the first clip of each eval video.
@@ -44,6 +47,8 @@ class DataConfig:
             raise ValueError(f"data.size must be a positive number of pixels, got {self.size}")
         if self.max_zoom < 1.0:
             raise ValueError(f"data.max_zoom must be >= 1, got {self.max_zoom}")
+        if type(self.chroma_jitter) not in (int, float) or not 0.0 <= self.chroma_jitter <= 1.0:
+            raise ValueError(f"data.chroma_jitter must lie in [0, 1], got {self.chroma_jitter!r}")
         if self.workers < 0:
             raise ValueError(f"data.workers must be >= 0, got {self.workers}")
         for name in ("clip_frames", "clip_stride"):

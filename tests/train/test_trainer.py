@@ -292,3 +292,16 @@ def test_gradient_accumulation_equals_a_larger_batch(tmp_path, photos):
     # "typical": a hundredth of the learning rate (warm-up makes the steps so far at most lr = 2e-3); summation
     # order (which varies with memory alignment and earlier tests) moves the median by a few 1e-6
     assert differences.median() < 2e-5, differences.median()
+
+
+def test_chroma_jitter_reaches_the_training_samples(tmp_path, photos):
+    """data.chroma_jitter turns the hues of the trainer's own samples; at 0 the stream is as it always was."""
+    plain = Trainer(tiny_config(tmp_path / "plain", photos))
+    jittered = Trainer(tiny_config(tmp_path / "jittered", photos, data=DataConfig(
+        train=(str(photos),), size=32, max_zoom=1.5, chroma_jitter=1.0)))  # fmt: skip
+    assert plain.policy.chroma_jitter == 0.0 and jittered.policy.chroma_jitter == 1.0
+    a, b = (next(t._batches()) for t in (plain, jittered))
+    luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+    colour = (a - (a * luma).sum(1, keepdim=True)).abs().amax(dim=(1, 2, 3)) > 0.05  # not a grayscale photo
+    assert colour.any() and not torch.allclose(a[colour], b[colour])
+    torch.testing.assert_close(a[~colour], b[~colour], atol=1e-5, rtol=0)  # greys are unchanged

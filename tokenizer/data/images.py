@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .colour import random_chroma
+
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 
 
@@ -71,19 +73,23 @@ class CropPolicy:
 
     The shorter side is resized to ``size * zoom`` with ``zoom`` drawn uniformly from ``[1, max_zoom]``
     (bicubic, antialiased), then a ``size`` square is cropped (random or centred) and, with probability
-    one half, mirrored.
+    one half, mirrored. ``load_sample`` then turns the hues of a ``chroma_jitter`` share of the samples
+    (``colour.random_chroma``).
     """
 
     size: int = 256
     random_crop: bool = True
     flip: bool = True
     max_zoom: float = 1.0
+    chroma_jitter: float = 0.0  # probability that a sample's hues turn by a random angle (tokenizer.data.colour)
 
     def __post_init__(self) -> None:
         if self.size < 1:
             raise ValueError(f"size must be at least 1, got {self.size}")
         if self.max_zoom < 1.0:
             raise ValueError(f"max_zoom must be >= 1, got {self.max_zoom}")
+        if not 0.0 <= self.chroma_jitter <= 1.0:
+            raise ValueError(f"chroma_jitter must lie in [0, 1], got {self.chroma_jitter}")
 
     def apply(self, image: Image.Image, rng: random.Random) -> Image.Image:
         zoom = rng.uniform(1.0, self.max_zoom) if self.max_zoom > 1.0 else 1.0
@@ -105,4 +111,6 @@ class CropPolicy:
 
 def load_sample(path: str | Path, policy: CropPolicy, seed: int) -> torch.Tensor:
     """One augmented sample of ``path``: fp32 ``[3, size, size]`` in ``[-1, 1]``; the same for the same seed."""
-    return to_tensor(policy.apply(open_rgb(path), random.Random(seed)))
+    rng = random.Random(seed)
+    pixels = to_tensor(policy.apply(open_rgb(path), rng))
+    return random_chroma(pixels, rng, policy.chroma_jitter)

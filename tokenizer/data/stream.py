@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from .colour import random_chroma
 from .images import CropPolicy, ImageReadError, load_sample
 from .sources import collect_inputs, media_kind
 from .video import ClipSpec, VideoInfo, VideoReadError, probe_video, read_clip
@@ -114,7 +115,7 @@ class ClipStream(_FileStream):
     that leave room for the whole clip (the frame count comes from the file's header, probed once per file; when
     the header gives none, the clip starts at the first frame). As for images (``CropPolicy``), the shorter side
     is resized to ``size * U(1, max_zoom)``, a ``size`` square is cropped (random or centred; the same for every
-    frame) and the clip is mirrored with probability one half; everything is drawn from ``(seed, g)``. A video that cannot be read or is too short for one clip is logged
+    frame), the clip is mirrored with probability one half and its hues turned with probability ``chroma_jitter``; everything is drawn from ``(seed, g)``. A video that cannot be read or is too short for one clip is logged
     once and replaced by the next readable one of the same epoch; if none is readable the error names a file.
     """
 
@@ -167,7 +168,8 @@ class ClipStream(_FileStream):
             crop="random" if policy.random_crop else "center",
             seed=crop_seed,
         )
-        return pixels.flip(-1) if flip else pixels
+        pixels = pixels.flip(-1) if flip else pixels
+        return random_chroma(pixels, rng, policy.chroma_jitter)  # one turn of hue for the whole clip
 
 
 class MediaStream(Dataset):
