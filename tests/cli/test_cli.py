@@ -1,4 +1,5 @@
 import argparse
+import json
 
 import pytest
 import torch
@@ -76,7 +77,8 @@ def test_info_default_describes_the_shipped_model(tmp_path, monkeypatch, capsys)
     assert main(["info", "default"]) == 0
     text = capsys.readouterr().out
     assert f"shipped model  'default', in {shipped_model_dir('default')}" in text
-    assert "vocabulary     1024" in text and "held out       chelsea.png, coffee.png, rocket.png" in text
+    card = json.loads((shipped_model_dir("default") / "card.json").read_text())
+    assert "vocabulary     15360" in text and f"held out       {', '.join(card['held_out'])}\n" in text
 
     assert main(["info", "default-video"]) == 0
     assert "frames         4 per token frame" in capsys.readouterr().out

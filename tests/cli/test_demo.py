@@ -26,7 +26,7 @@ from tokenizer.pipeline import tokenizer_identity
 from tokenizer.quantizers import VQConfig
 from tokenizer.tokens import TokenDataset
 
-HELD_OUT = {"chelsea.png", "coffee.png", "rocket.png", "pan-chelsea.mp4"}
+HELD_OUT = {"astronaut.png", "camera.png", "chelsea.png", "coffee.png", "rocket.png", "pan-chelsea.mp4"}
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_demo_writes_tokens_reconstructions_and_report(demo_dir):
 
     table = (demo_dir / "report.md").read_text()
     assert all(f"| {Path(q['source']).name} |" in table for q in items)
-    assert "Mean over held-out images (3)" in table and "Mean over held-out videos (1)" in table
+    assert "Mean over held-out images (5)" in table and "Mean over held-out videos (1)" in table
 
 
 def test_demo_psnr_matches_the_written_reconstructions(demo_dir):

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# On a lent GPU machine: the default tokenizers' recipe (tools/train_default.py) at a GPU budget (bf16 autocast),
+# with the CUDA kernel tests running beside it. What comes back under $OUT: the finished models packed as fp16
+# parts under 16 MiB (train_default.py --pack), comparison.json, the recipe's log, the tests' result.
+#   bash tools/gpu_train_default.sh DATA     DATA: a folder the recipe prepared here (carried: the GPU machine
+#                                            lacks the packages that hold the photos and clips)
+# Install here afterwards: python tools/train_default.py --out runs/gpu --data DATA --unpack OUT --install
+set -uo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:?usage: gpu_train_default.sh PREPARED_DATA_FOLDER}
+OUT=${OUT:-gpu-out}
+RUN=${RUN:-/tmp/default-run}
+mkdir -p "$OUT"
+export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}. PYTHONUNBUFFERED=1 TQDM_DISABLE=1
+
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/machine.txt" 2>&1
+python -c "import sys, torch, triton; print('python', sys.version.split()[0], 'torch', torch.__version__, 'triton', triton.__version__)" >> "$OUT/machine.txt" 2>&1
+cat "$OUT/machine.txt"
+
+(OMP_NUM_THREADS=2 timeout "${TEST_SECONDS:-300}" python -m pytest tests/kernels -q -x -p no:cacheprovider \
+  > "$OUT/tests.txt" 2>&1; echo "pytest exit $?" >> "$OUT/tests.txt") &
+tests=$!
+
+python tools/train_default.py --out "$RUN" --data "$DATA" --device cuda --batch-size "${BATCH:-64}" \
+  --workers "${WORKERS:-12}" --steps "${STEPS:-600}" --default-steps 0 --default-seconds "${DEFAULT_SECONDS:-200}" \
+  --video-seconds "${VIDEO_SECONDS:-70}" --pack "$OUT" 2>&1 | tee "$OUT/recipe.log"
+status=${PIPESTATUS[0]}
+wait "$tests"
+tail -n 3 "$OUT/tests.txt"
+exit "$status"
