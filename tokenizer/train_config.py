@@ -27,7 +27,7 @@ class DataConfig:
     flip: bool = True
     max_zoom: float = 1.25  # shorter side resized to size * U(1, max_zoom) before cropping
     # Share of samples (images, or whole clips) whose hues turn by a random angle with a random saturation gain,
-    # luma kept (tokenizer.data.colour): teaches colours a small training set lacks.
+    # luma kept up to clamping (tokenizer.data.colour): teaches colours a small training set lacks.
     chroma_jitter: float = 0.0
     workers: int = 0  # DataLoader worker processes decoding images and videos
     # Video models only. Frames per training clip: 1 + k * the model's temporal_factor (17 = 1 + 4 * 4 gives

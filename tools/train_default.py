@@ -13,8 +13,8 @@
 2. Training samples are 64x64 crops (``--crop``) of images shown 64 to 256 pixels high (zoom 1-4) with flips;
    half of them get their hues turned by a random angle and their saturation scaled (``data.chroma_jitter``,
    luma kept): with so few colour photos a model otherwise learns only their palette and greys the rest.
-3. VQ, FSQ and LFQ image tokenizers of one architecture (ch 32, ch_mult 1,2,2,4: f8; 2^14 codes each, ~14 bits
-   per token, 0.22 bits per pixel) train ``--steps`` with the same seed; each is scored on the held-out photos
+3. VQ, FSQ and LFQ image tokenizers of one architecture (ch 32, ch_mult 1,2,2,4: f8; about 2^14 codes each,
+   ~14 bits per token, 0.22 bits per pixel) train ``--steps`` with the same seed; each is scored on the held-out photos
    at 256x256 after a third of its steps and at the end (two budgets), and the best final PSNR picks the
    quantizer. The table goes to OUT/comparison.md. Every GroupNorm has 8 groups (>= 4 channels each).
 4. The winner's weights start a longer run of ``--default-steps`` (or as many as fit ``--default-seconds`` at the
@@ -55,6 +55,7 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tokenizer import metrics
+from tokenizer.checkpoints import latest_checkpoint
 from tokenizer.data import open_rgb, to_tensor
 from tokenizer.data.items import crop_to_factor
 from tokenizer.data.video import ClipSpec, iter_frames, probe_video
@@ -149,12 +150,15 @@ def colour_chart(rng: random.Random, side: int = SIDE) -> Image.Image:
     return image
 
 
-def prepare_data(data: Path) -> None:
+def prepare_data(data: Path, given: bool) -> None:
     """OUT/data: train/ (photos, clip frames and charts), held_out/ (photos), videos/ (training clips, small) and
-    held_out_clips/ (the held-out clip and pans across the held-out photos). Done once (data/prepared.json)."""
+    held_out_clips/ (the held-out clip and pans across the held-out photos). Done once (data/prepared.json); a
+    folder ``given`` by ``--data`` must already be prepared (it is never written to, let alone emptied)."""
     if (data / "prepared.json").is_file():
         return
-    shutil.rmtree(data, ignore_errors=True)
+    if given:
+        raise SystemExit(f"--data {str(data)!r} is not a folder this recipe prepared (no prepared.json in it)")
+    shutil.rmtree(data, ignore_errors=True)  # OUT/data left half-written by a killed run
     train, held_out, videos, held_out_clips = (data / n for n in ("train", "held_out", "videos", "held_out_clips"))
     for folder in (train, held_out, videos, held_out_clips):
         folder.mkdir(parents=True)
@@ -189,7 +193,7 @@ def prepare_data(data: Path) -> None:
         make_test_clip(videos / f"pan-{stem}.mp4", frames=33, width=96, height=96, fps=12, gop=8,
                        pattern="pan", image=Image.open(train / f"{stem}.png"))  # fmt: skip
     for name in HELD_OUT:  # pans across the held-out photos: more of the video model's evaluation footage
-        make_test_clip(held_out_clips / f"pan-{Path(name).stem}.mp4", frames=17, width=96, height=96, fps=12,
+        make_test_clip(held_out_clips / f"heldout-pan-{Path(name).stem}.mp4", frames=17, width=96, height=96, fps=12,
                        pattern="pan", image=Image.open(held_out / name).convert("RGB"))  # fmt: skip
     (data / "prepared.json").write_text(json.dumps({"train": sorted(p.name for p in train.iterdir())}) + "\n")
 
@@ -309,6 +313,7 @@ def compare_quantizers(out: Path, data: Path, steps: int, budget: Budget) -> dic
             continue
         run = trainer(train_config(out / kind, image_config(kind), data / "train", steps, budget), budget)
         run.train(until=short)
+        run.save_checkpoint()  # a resumed comparison restarts here, not from step 0
         at_short = {**held_out_quality(run.ema, data / "held_out"), "steps": run.step}
         run.train()
         results[kind] = {**held_out_quality(run.ema, data / "held_out"), "steps": steps, "at_short_budget": at_short,
@@ -331,6 +336,11 @@ def comparison_table(results: dict[str, dict], best: str) -> str:
     return "\n".join(rows) + "\n"
 
 
+def device_name(device: torch.device) -> str:
+    """``cuda (NVIDIA H200)`` or ``cpu``: the card names the accelerator a model trained on."""
+    return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type
+
+
 def export(model: Tokenizer, folder: Path, record: dict) -> None:
     """Save a stage's final EMA model (fp32) and what made it (record.json) atomically."""
     partial = folder.with_name(folder.name + ".partial")
@@ -346,13 +356,12 @@ def train_default(out: Path, data: Path, winner: str, steps: int, budget: Budget
     config = train_config(out / "default", image_config(winner), data / "train", steps, budget)
     run = trainer(config, budget)
     if run.step == 0:
-        start = out / winner / "checkpoints"
-        last = max(start.iterdir())
+        _, last = latest_checkpoint(out / winner)
         run.model.load_state_dict(load_tokenizer(last).state_dict())
         run.ema.load_state_dict(load_tokenizer(last / "ema").state_dict())
     run.train()
     export(run.ema, out / "default-final", {"quantizer": winner, "steps": steps, "batch_size": config.batch_size,
-                                             "crop": budget.crop, "device": str(run.device)})  # fmt: skip
+                                             "crop": budget.crop, "device": device_name(run.device)})  # fmt: skip
 
 
 def video_config(image_model: Tokenizer) -> VideoTokenizerConfig:
@@ -372,18 +381,22 @@ def train_video(out: Path, data: Path, steps: int, seconds: float | None, budget
             run.ema.load_state_dict(run.model.state_dict())
         return run
 
-    if seconds is not None and not (out / "video").exists():
+    fitted = out / "video-steps.json"  # the steps a probe chose: a resumed run keeps them
+    if seconds is not None and not fitted.is_file():
+        shutil.rmtree(out / "video-probe", ignore_errors=True)
         probe = start(out / "video-probe", 10**6)
         probe.train(until=10)  # start-up: workers, first decodes
         began = time.perf_counter()
         probe.train(until=40)
-        steps = steps_to_fit(seconds, 30 / (time.perf_counter() - began))
+        fitted.write_text(json.dumps({"steps": steps_to_fit(seconds, 30 / (time.perf_counter() - began))}) + "\n")
         shutil.rmtree(out / "video-probe")
+    if seconds is not None:
+        steps = json.loads(fitted.read_text())["steps"]
         print(f"video: {steps} steps fit {seconds:.0f} s", flush=True)
     run = start(out / "video", steps)
     run.train()
     export(run.ema, out / "video-final", {"steps": run.config.steps, "batch_size": run.config.batch_size,
-                                           "crop": budget.crop, "device": str(run.device)})  # fmt: skip
+                                           "crop": budget.crop, "device": device_name(run.device)})  # fmt: skip
 
 
 def install(name: str, folder: Path, card: dict) -> None:
@@ -394,6 +407,21 @@ def install(name: str, folder: Path, card: dict) -> None:
     load_tokenizer(folder).save_pretrained(target, weights_dtype=torch.float16)
     card = {"recipe": "tools/train_default.py", "seed": SEED, **card}
     (target / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+
+
+def jpeg_beside(model: Tokenizer, held_out: Path) -> dict[str, dict[str, float]]:
+    """benchmarks/bench_jpeg.py's means on the held-out photos (256x256 crops and full size): JPEG at the highest
+    quality whose file spends at most the model's bits per pixel, and the model, both scored as 8-bit images."""
+    from benchmarks.bench_jpeg import compare, load_images
+
+    result = {}
+    for label, size in ((f"photos_{EVAL_SIZE}", EVAL_SIZE), ("photos_full_size", None)):
+        rows = compare(model, load_images(sorted(held_out.iterdir()), size, model.downsample_factor))
+        result[label] = {}
+        for coder in ("model", "jpeg"):
+            scores = [dataclasses.asdict(getattr(row, coder)) for row in rows]
+            result[label][coder] = {name: statistics.fmean(s[name] for s in scores) for name in scores[0]}
+    return result
 
 
 def install_both(out: Path, data: Path, results: dict) -> None:
@@ -422,6 +450,8 @@ def install_both(out: Path, data: Path, results: dict) -> None:
             "photos_full_size": held_out_quality(model, data / "held_out", full_size=True),
             "clips": {clip.name: held_out_video_quality(model, [clip]) for clip in clips},
         }
+        if name == "default":
+            card["held_out_quality"]["jpeg_at_same_bpp"] = jpeg_beside(model, data / "held_out")
         if name == "default-video":  # the image model frame by frame on the same clips
             card["held_out_quality"]["image_model_on_clips"] = {
                 clip.name: held_out_video_quality(image, [clip]) for clip in clips
@@ -452,8 +482,10 @@ def pack(out: Path, target: Path) -> None:
             if parts[-1] and sum(t.numel() * t.element_size() for t in parts[-1].values()) + size > PART_BYTES:
                 parts.append({})
             parts[-1][name] = tensor
-        texts = {name: (out / stage / name).read_text() for name in ("record.json",)}
-        texts["config.json"] = (target / "fp16" / "config.json").read_text()
+        texts = {"record.json": (out / stage / "record.json").read_text(), "parts": str(len(parts)),
+                 "config.json": (target / "fp16" / "config.json").read_text()}  # fmt: skip
+        for stale in target.glob(f"{stage}-*.safetensors"):
+            stale.unlink()
         for index, part in enumerate(parts):
             save_file(part, str(target / f"{stage}-{index:02d}.safetensors"), metadata=texts if index == 0 else None)
         shutil.rmtree(target / "fp16")
@@ -468,7 +500,10 @@ def unpack(source: Path, out: Path) -> None:
         if not parts:
             continue
         with safe_open(str(parts[0]), "pt") as first:
-            texts = first.metadata()
+            texts = dict(first.metadata())
+        expected = int(texts.pop("parts"))
+        if expected != len(parts):
+            raise SystemExit(f"{source}: {len(parts)} parts of {stage} found, its part 0 says {expected}")
         state = {name: tensor for part in parts for name, tensor in load_file(str(part)).items()}
         (out / stage).mkdir(exist_ok=True)
         save_file(state, str(out / stage / "model.safetensors"))
@@ -499,7 +534,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.benchmark = device.startswith("cuda")  # fixed crop sizes: let cuDNN pick its kernels
     budget = Budget(args.batch_size, args.crop, args.workers, device)
     data = args.data or args.out / "data"
-    prepare_data(data)
+    prepare_data(data, given=args.data is not None)
 
     results = compare_quantizers(args.out, data, args.steps, budget)
     best = max(QUANTIZERS, key=lambda k: results[k]["psnr"])

@@ -115,7 +115,8 @@ class ClipStream(_FileStream):
     that leave room for the whole clip (the frame count comes from the file's header, probed once per file; when
     the header gives none, the clip starts at the first frame). As for images (``CropPolicy``), the shorter side
     is resized to ``size * U(1, max_zoom)``, a ``size`` square is cropped (random or centred; the same for every
-    frame), the clip is mirrored with probability one half and its hues turned with probability ``chroma_jitter``; everything is drawn from ``(seed, g)``. A video that cannot be read or is too short for one clip is logged
+    frame), the clip is mirrored with probability one half and its hues turned with probability ``chroma_jitter``;
+    everything is drawn from ``(seed, g)``. A video that cannot be read or is too short for one clip is logged
     once and replaced by the next readable one of the same epoch; if none is readable the error names a file.
     """
 
