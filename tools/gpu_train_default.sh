@@ -22,7 +22,7 @@ cat "$OUT/machine.txt"
 tests=$!
 
 python tools/train_default.py --out "$RUN" --data "$DATA" --device cuda --batch-size "${BATCH:-64}" \
-  --workers "${WORKERS:-12}" --steps "${STEPS:-450}" --default-steps 0 --default-seconds "${DEFAULT_SECONDS:-200}" \
+  --workers "${WORKERS:-12}" --steps "${STEPS:-450}" --default-seconds "${DEFAULT_SECONDS:-200}" \
   --video-seconds "${VIDEO_SECONDS:-250}" --pack "$OUT" 2>&1 | tee "$OUT/recipe.log"
 status=${PIPESTATUS[0]}
 wait "$tests"
