@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from tokenizer._atomic import TEMPORARY, atomic_target, remove_leftovers, temporary_stand_in
 
@@ -70,3 +71,19 @@ def test_a_pid_no_process_can_have_counts_as_dead(tmp_path, pid):
     leftover = tmp_path / f".out-1.png.{pid}.01234567.tmp"
     leftover.write_bytes(b"x")
     assert remove_leftovers(tmp_path, re.compile(r"out-1\.png")) == [leftover]
+
+
+def test_a_file_its_writer_made_private_gets_the_mode_of_a_new_file(tmp_path):
+    """safetensors' save_file creates 0600 files; what atomic_target renames into place is readable like any new
+    file (0o666 less the umask), so a model or shard written to a shared folder can be read by the others."""
+    from safetensors.torch import save_file
+
+    umask = os.umask(0o022)
+    os.umask(umask)
+    with atomic_target(tmp_path / "model.safetensors") as temporary:
+        save_file({"w": torch.zeros(2)}, str(temporary))
+        os.chmod(temporary, 0o600)  # whichever version of safetensors: a private file
+    with atomic_target(tmp_path / "notes.txt") as temporary:
+        temporary.write_text("plain open()")
+    for name in ("model.safetensors", "notes.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask

@@ -4,8 +4,9 @@ Everything is written to a temporary name beside the target, ``.<name>.<pid>.<8 
 ``<name>`` is the target's name or, when that would pass the 255-byte limit of a file name, the first 16 hex
 digits of its sha256 (so any name that fits the filesystem can be written). A folder scan that skips dot-files
 never sees it; ``remove_leftovers`` removes the ones a killed writer left. It is flushed to disk, renamed over
-the target; the folder is synced so the rename itself survives a crash. On failure the temporary file is
-removed and the old target stays; an ``OSError`` (a full or read-only disk) then names the target.
+the target with the mode ``open()`` gives a new file (umask applied); the folder is synced so the rename itself
+survives a crash. On failure the temporary file is removed and the old target stays; an ``OSError`` (a full or
+read-only disk) then names the target.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ def atomic_target(target: str | os.PathLike[str]) -> Iterator[Path]:
         yield temporary
         with open(temporary, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(temporary, _FILE_MODE)  # as open() would create it, also where the writer made a private file
         os.replace(temporary, target)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
@@ -38,6 +40,16 @@ def atomic_target(target: str | os.PathLike[str]) -> Iterator[Path]:
     _sync_folder(target.parent)
 
 
+def _default_file_mode() -> int:
+    """``0o666`` less the process umask: the mode ``open()`` gives a new file."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+# Some writers (safetensors' save_file) create their file private (0600) whatever the umask; a model or token
+# shard written here gets the mode any new file would get, so others that share the folder can read it.
+_FILE_MODE = _default_file_mode()
 NAME_MAX = 255  # bytes in one file name (ext4, XFS, APFS, NTFS)
 TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.[0-9a-f]{8}\.tmp")  # atomic_target's names
 
