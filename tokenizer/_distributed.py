@@ -17,6 +17,10 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
 def all_reduce_sum_(*tensors: torch.Tensor) -> None:
     """Sum each tensor over all processes, in place."""
     if is_distributed():

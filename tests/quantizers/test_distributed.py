@@ -65,6 +65,40 @@ def test_codebooks_agree_across_two_processes(tmp_path):
     assert abs(total - 2 * ROWS_PER_RANK) < 1e-3
 
 
+def _empty_rank0_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    """Rank 0's batches are all NaN; rank 1's are finite, far from the origin."""
+    torch.set_num_threads(1)
+    dist.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=world, timeout=timedelta(seconds=30)
+    )
+    try:
+        torch.manual_seed(300 + rank)
+        vq = VectorQuantizer(VQConfig(codebook_size=8, dim=4, decay=0.5, dead_code_threshold=0.9))
+        tensors = {}
+        for call in range(3):
+            z = torch.full((1, 4, 4, 4), float("nan")) if rank == 0 else torch.randn(1, 4, 4, 4) + 10.0 * (call + 1)
+            vq(z)
+            tensors[f"codebook{call}"] = vq.codebook.detach().clone()
+        tensors["initialized"] = vq.initialized.float()
+        save_file(tensors, f"{out_dir}/empty{rank}.safetensors")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_rank_without_finite_latents_does_not_seed_the_codebook(tmp_path):
+    """k-means seeds and dead-code restarts come from the lowest rank with finite latents, so a rank whose batch
+    is all NaN neither leaves the codebook uninitialised nor fills it with NaN."""
+    _spawn_with_deadline(_empty_rank0_worker, (2, str(tmp_path / "init"), str(tmp_path)), 2, DEADLINE_S)
+    rank0 = load_file(tmp_path / "empty0.safetensors")
+    rank1 = load_file(tmp_path / "empty1.safetensors")
+    for name in rank0:
+        assert torch.equal(rank0[name], rank1[name]), name
+    assert rank0["initialized"].item() == 1.0
+    assert torch.isfinite(rank0["codebook0"]).all() and rank0["codebook0"].mean() > 8.0  # rank 1's first batch
+    # Rank 1's data moves to ~30: codes left behind die and are re-seeded from its batch.
+    assert (rank0["codebook2"].mean(dim=1) > 25.0).any(), rank0["codebook2"]
+
+
 RESIDUAL = ResidualConfig(VQConfig(codebook_size=16, dim=4, decay=0.9), depth=4, quantize_dropout=0.75)
 RESIDUAL_CALLS = 8
 

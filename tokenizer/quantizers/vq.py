@@ -13,7 +13,8 @@ Codebook learning, ``update``:
 The first training batch can initialise the codebook by k-means; codes whose share of the EMA counts
 falls below ``dead_code_threshold`` times the uniform share are re-seeded from current latents.
 Under torch.distributed, statistics are all-reduced and k-means seeds and re-seeded codes come from
-rank 0, so every rank holds the same codebook.
+the lowest rank whose batch holds finite latents (rank 0 unless its batch is all NaN/Inf), so every rank
+holds the same codebook.
 """
 
 from __future__ import annotations
@@ -129,7 +130,7 @@ class VectorQuantizer(Quantizer):
         In one process with at least as many codes as finite latents, k-means' optimum is known: every
         latent is its own centroid (distortion 0), so the codes are the latents in random order and the
         rest random repeats, with no search at all (``_every_latent_a_code``). Otherwise: seeds by D^2
-        sampling on rank 0, then up to ``kmeans_iters`` Lloyd steps on every rank's data, stopping early
+        sampling on the lowest rank whose batch holds finite latents, then up to ``kmeans_iters`` Lloyd steps on every rank's data, stopping early
         once the mean squared distance to the assigned centroid falls by less than ``KMEANS_TOL`` of itself
         (at once when it is 0). In one process the first Lloyd step reuses the assignment the seeding
         already tracked, so it costs no N x K pass of its own. A batch with no finite latent on any rank
@@ -138,14 +139,13 @@ class VectorQuantizer(Quantizer):
         k = self.codebook_size
         finite = torch.isfinite(z).all(1)
         n_finite = int(finite.sum())
-        total = torch.tensor(float(n_finite), device=z.device)
-        _distributed.all_reduce_sum_(total)
-        if total.item() == 0:
+        seeder = _first_rank_with_rows(n_finite, z.device)
+        if seeder is None:
             return
-        if not _distributed.is_distributed() and 0 < n_finite <= k:
+        if not _distributed.is_distributed() and n_finite <= k:
             centroids, counts = self._every_latent_a_code(z[finite] if n_finite < z.shape[0] else z)
         else:
-            centroids, counts = self._lloyd(z)
+            centroids, counts = self._lloyd(z, seeder)
         self.codebook.data.copy_(centroids)
         self.cluster_size.copy_(counts)
         if self.config.update == "ema":
@@ -162,15 +162,16 @@ class VectorQuantizer(Quantizer):
         counts[:n] = 1.0
         return rows[order], counts
 
-    def _lloyd(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """k-means++ seeds (rank 0) refined by Lloyd steps over every rank's data: centroids and counts."""
+    def _lloyd(self, z: torch.Tensor, seeder: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """k-means++ seeds (drawn on rank ``seeder``) refined by Lloyd steps over every rank's data: centroids
+        and counts."""
         k = self.codebook_size
         index = distance = None
-        if _distributed.rank() == 0:
+        if _distributed.rank() == seeder:
             centroids, index, distance = self._seed_centroids(z)
         else:
             centroids = torch.empty(k, z.shape[1], device=z.device)
-        _distributed.broadcast_(centroids)
+        _distributed.broadcast_(centroids, src=seeder)
         if _distributed.is_distributed():
             index = distance = None  # each rank assigns its own batch
         counts = torch.zeros(k, device=z.device)
@@ -246,21 +247,32 @@ class VectorQuantizer(Quantizer):
 
     @torch.no_grad()
     def _restart_dead_codes(self, z: torch.Tensor) -> None:
-        """Re-seed dead codes with random finite latents of rank 0's batch and a fair (mean) count; none
-        when rank 0's batch holds no finite latent."""
+        """Re-seed dead codes with random finite latents of the lowest rank whose batch holds any, and a fair
+        (mean) count; none when no rank's batch holds a finite latent."""
         dead = self._dead_mask()
         if self.config.dead_code_threshold == 0 or not bool(dead.any()):
             return
         rows = z[torch.isfinite(z).all(1)]
-        if rows.shape[0] > 0:
-            seeds = rows[torch.randint(0, rows.shape[0], (self.codebook_size,), device=z.device)]
-        else:  # NaN seeds tell every rank (after the broadcast) that rank 0 had nothing to draw from
-            seeds = torch.full((self.codebook_size, z.shape[1]), float("nan"), device=z.device)
-        _distributed.broadcast_(seeds)
-        if not bool(torch.isfinite(seeds).all()):
+        seeder = _first_rank_with_rows(rows.shape[0], z.device)
+        if seeder is None:
             return
+        if _distributed.rank() == seeder:
+            seeds = rows[torch.randint(0, rows.shape[0], (self.codebook_size,), device=z.device)]
+        else:
+            seeds = torch.empty(self.codebook_size, z.shape[1], device=z.device)
+        _distributed.broadcast_(seeds, src=seeder)
         fair = self.cluster_size.mean()
         self.codebook.data[dead] = seeds[dead]
         self.cluster_size[dead] = fair
         if self.config.update == "ema":
             self.embed_sum[dead] = seeds[dead] * fair
+
+
+def _first_rank_with_rows(rows: int, device: torch.device) -> int | None:
+    """The lowest rank that holds ``rows > 0`` finite latents (every rank passes its own count), None when no
+    rank does; in one process 0 or None. One all-reduce of ``world_size`` numbers."""
+    counts = torch.zeros(_distributed.world_size(), device=device)
+    counts[_distributed.rank()] = float(rows)
+    _distributed.all_reduce_sum_(counts)
+    holders = (counts > 0).nonzero()
+    return int(holders[0, 0]) if holders.numel() else None
