@@ -106,3 +106,16 @@ def test_an_inflated_video_model_starts_as_the_image_model_on_a_still_frame(reci
         expected = image(frame)[0]
         got = video(frame[:, :, None])[0][:, :, 0]
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_a_run_can_start_from_the_shipped_models(recipe, tmp_path):
+    recipe.from_shipped(tmp_path / "run")
+    shipped = load_tokenizer("default")
+    restored = load_tokenizer(tmp_path / "run" / "default-final")
+    for name, tensor in shipped.state_dict().items():
+        assert torch.equal(restored.state_dict()[name], tensor), name
+    card = json.loads((recipe.ASSETS / "default" / "card.json").read_text())
+    assert json.loads((tmp_path / "run" / "comparison.json").read_text()) == card["comparison"]
+    record = json.loads((tmp_path / "run" / "default-final" / "record.json").read_text())
+    assert record["steps"] == card["steps"] and record["quantizer"] == card["quantizer"]
+    assert recipe.shipped_record(recipe.ASSETS / "default-video")["model"] == "default-video"

@@ -2,12 +2,15 @@
 # On a lent GPU machine: the default tokenizers' recipe (tools/train_default.py) at a GPU budget (bf16 autocast),
 # with the CUDA kernel tests running beside it. What comes back under $OUT: the finished models packed as fp16
 # parts under 16 MiB (train_default.py --pack), comparison.json, the recipe's log, the tests' result.
-#   bash tools/gpu_train_default.sh DATA     DATA: a folder the recipe prepared here (carried: the GPU machine
-#                                            lacks the packages that hold the photos and clips)
+#   bash tools/gpu_train_default.sh DATA [RECIPE ARGS...]
+#     DATA: a folder the recipe prepared here (`train_default.py --out runs/gpu --prepare-only`, carried: the GPU
+#     machine lacks the packages that hold the photos and clips); RECIPE ARGS are appended (the last value of an
+#     option wins), e.g. `--from-shipped --continue-video --video-seconds 400` trains the shipped video model on.
 # Install here afterwards: python tools/train_default.py --out runs/gpu --data DATA --unpack OUT --install
 set -uo pipefail
 cd "$(dirname "$0")/.."
-DATA=${1:?usage: gpu_train_default.sh PREPARED_DATA_FOLDER}
+DATA=${1:?usage: gpu_train_default.sh PREPARED_DATA_FOLDER [RECIPE ARGS...]}
+shift
 OUT=${OUT:-gpu-out}
 RUN=${RUN:-/tmp/default-run}
 mkdir -p "$OUT"
@@ -23,7 +26,7 @@ tests=$!
 
 python tools/train_default.py --out "$RUN" --data "$DATA" --device cuda --batch-size "${BATCH:-64}" \
   --workers "${WORKERS:-12}" --steps "${STEPS:-450}" --default-seconds "${DEFAULT_SECONDS:-200}" \
-  --video-seconds "${VIDEO_SECONDS:-250}" --pack "$OUT" 2>&1 | tee "$OUT/recipe.log"
+  --video-seconds "${VIDEO_SECONDS:-250}" --pack "$OUT" "$@" 2>&1 | tee "$OUT/recipe.log"
 status=${PIPESTATUS[0]}
 wait "$tests"
 tail -n 3 "$OUT/tests.txt"

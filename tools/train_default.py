@@ -29,7 +29,9 @@
    frame), and writes the demo clip tokenizer/assets/samples/pan-chelsea.mp4.
 No LPIPS (its weights cannot be fetched offline) and no GAN (it trades PSNR for texture). Every stage resumes
 (comparison runs from their checkpoints; a finished stage's output folder is reused), so a killed run picks up
-where it stopped, and a run trained elsewhere installs here from its output folders.
+where it stopped, and a run trained elsewhere installs here from its output folders. ``--from-shipped`` takes
+the image stages from the shipped ``default`` and ``--continue-video`` trains the shipped ``default-video`` on:
+a longer run continues from the committed models (``--prepare-only`` prepares the data for another machine).
 """
 
 from __future__ import annotations
@@ -369,15 +371,21 @@ def video_config(image_model: Tokenizer) -> VideoTokenizerConfig:
     return VideoTokenizerConfig(**fields, temporal_factor=4)
 
 
-def train_video(out: Path, data: Path, steps: int, seconds: float | None, budget: Budget) -> None:
-    """The image default inflated to a causal video tokenizer, trained on the clips -> OUT/video-final. With
-    ``seconds``, a 30-step probe (discarded) first measures the speed and sets the steps."""
+def train_video(
+    out: Path, data: Path, steps: int, seconds: float | None, budget: Budget, continued: Path | None = None
+) -> None:
+    """The image default inflated to a causal video tokenizer (or the video model in ``continued``), trained on
+    the clips -> OUT/video-final. With ``seconds``, a 30-step probe (discarded) first measures the speed and sets
+    the steps."""
     image_model = load_tokenizer(out / "default-final")
 
     def start(run_dir: Path, run_steps: int) -> Trainer:
         run = trainer(train_config(run_dir, video_config(image_model), data / "videos", run_steps, budget, 9), budget)
         if run.step == 0:
-            run.model.load_state_dict(inflate(image_model.state_dict(), run.model.state_dict()))
+            if continued is not None:
+                run.model.load_state_dict(load_tokenizer(continued).state_dict())
+            else:
+                run.model.load_state_dict(inflate(image_model.state_dict(), run.model.state_dict()))
             run.ema.load_state_dict(run.model.state_dict())
         return run
 
@@ -395,8 +403,33 @@ def train_video(out: Path, data: Path, steps: int, seconds: float | None, budget
         print(f"video: {steps} steps fit {seconds:.0f} s", flush=True)
     run = start(out / "video", steps)
     run.train()
-    export(run.ema, out / "video-final", {"steps": run.config.steps, "batch_size": run.config.batch_size,
-                                           "crop": budget.crop, "device": device_name(run.device)})  # fmt: skip
+    record = {"steps": run.config.steps, "batch_size": run.config.batch_size, "crop": budget.crop,
+              "device": device_name(run.device)}  # fmt: skip
+    if continued is not None:
+        record["continued_from"] = shipped_record(continued)
+    export(run.ema, out / "video-final", record)
+
+
+RECORD_KEYS = ("quantizer", "steps", "batch_size", "crop", "device", "continued_from")  # a stage's record.json
+
+
+def shipped_record(folder: Path) -> dict:
+    """What made a shipped model: its card's record fields (steps, device, ...; earlier runs it continued)."""
+    card = json.loads((folder / "card.json").read_text())
+    return {"model": folder.name, **{key: card[key] for key in RECORD_KEYS if key in card}}
+
+
+def from_shipped(out: Path) -> None:
+    """OUT/default-final and OUT/comparison.json from the shipped ``default`` (its weights, its card's record and
+    quantizer comparison), so that a run trains only what comes after them (``--continue-video``)."""
+    if (out / "default-final").is_dir():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    card = json.loads((ASSETS / "default" / "card.json").read_text())
+    if not (out / "comparison.json").is_file():
+        (out / "comparison.json").write_text(json.dumps(card["comparison"], indent=2) + "\n")
+    record = {key: card[key] for key in RECORD_KEYS if key in card}
+    export(load_tokenizer(ASSETS / "default"), out / "default-final", record)
 
 
 def install(name: str, folder: Path, card: dict) -> None:
@@ -527,14 +560,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--install", action="store_true", help="copy the results into tokenizer/assets/models")
     parser.add_argument("--pack", type=Path, help="after training, write the finished stages here (see pack)")
     parser.add_argument("--unpack", type=Path, help="first restore OUT's finished stages from this packed folder")
+    parser.add_argument("--from-shipped", action="store_true",
+                        help="take the image stages (comparison, default) from the shipped `default` model")  # fmt: skip
+    parser.add_argument("--continue-video", action="store_true",
+                        help="the video stage continues the shipped `default-video` instead of inflating `default`")  # fmt: skip
+    parser.add_argument("--prepare-only", action="store_true", help="prepare OUT/data (or check --data) and stop")
     args = parser.parse_args(argv)
     if args.unpack:
         unpack(args.unpack, args.out)
+    if args.from_shipped:
+        from_shipped(args.out)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cudnn.benchmark = device.startswith("cuda")  # fixed crop sizes: let cuDNN pick its kernels
     budget = Budget(args.batch_size, args.crop, args.workers, device)
     data = args.data or args.out / "data"
     prepare_data(data, given=args.data is not None)
+    if args.prepare_only:
+        return 0
 
     results = compare_quantizers(args.out, data, args.steps, budget)
     best = max(QUANTIZERS, key=lambda k: results[k]["psnr"])
@@ -550,7 +592,8 @@ def main(argv: list[str] | None = None) -> int:
     default = load_tokenizer(args.out / "default-final").to(budget.device)
     print("default", held_out_quality(default, data / "held_out"), flush=True)
     if not (args.out / "video-final").is_dir():
-        train_video(args.out, data, args.video_steps, args.video_seconds, budget)
+        continued = ASSETS / "default-video" if args.continue_video else None
+        train_video(args.out, data, args.video_steps, args.video_seconds, budget, continued)
     if args.pack:
         pack(args.out, args.pack)
     if args.install:
