@@ -30,7 +30,8 @@ def atomic_target(target: str | os.PathLike[str]) -> Iterator[Path]:
         yield temporary
         with open(temporary, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(temporary, _FILE_MODE)  # as open() would create it, also where the writer made a private file
+        with contextlib.suppress(OSError):  # a filesystem without modes (some network/FUSE mounts) keeps its own
+            os.chmod(temporary, _FILE_MODE)  # as open() would create it, also where the writer made it private
         os.replace(temporary, target)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
