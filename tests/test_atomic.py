@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from tokenizer._atomic import TEMPORARY, atomic_target, remove_leftovers, temporary_stand_in
+from tokenizer._atomic import TEMPORARY, _umask, atomic_target, remove_leftovers, temporary_stand_in
 
 
 def test_a_short_target_keeps_its_name_in_the_temporary_name(tmp_path):
@@ -73,17 +73,35 @@ def test_a_pid_no_process_can_have_counts_as_dead(tmp_path, pid):
     assert remove_leftovers(tmp_path, re.compile(r"out-1\.png")) == [leftover]
 
 
-def test_a_file_its_writer_made_private_gets_the_mode_of_a_new_file(tmp_path):
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_a_file_its_writer_made_private_gets_the_mode_of_a_new_file(tmp_path, umask):
     """safetensors' save_file creates 0600 files; what atomic_target renames into place is readable like any new
     file (0o666 less the umask), so a model or shard written to a shared folder can be read by the others."""
     from safetensors.torch import save_file
 
-    umask = os.umask(0o022)
-    os.umask(umask)
-    with atomic_target(tmp_path / "model.safetensors") as temporary:
-        save_file({"w": torch.zeros(2)}, str(temporary))
-        os.chmod(temporary, 0o600)  # whichever version of safetensors: a private file
-    with atomic_target(tmp_path / "notes.txt") as temporary:
-        temporary.write_text("plain open()")
+    previous = os.umask(umask)
+    try:
+        with atomic_target(tmp_path / "model.safetensors") as temporary:
+            save_file({"w": torch.zeros(2)}, str(temporary))
+            os.chmod(temporary, 0o600)  # whichever version of safetensors: a private file
+        with atomic_target(tmp_path / "notes.txt") as temporary:
+            temporary.write_text("plain open()")
+    finally:
+        os.umask(previous)
     for name in ("model.safetensors", "notes.txt"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_modes_are_only_ever_widened_and_a_refused_chmod_loses_nothing(tmp_path, monkeypatch):
+    with atomic_target(tmp_path / "shared.txt") as temporary:
+        temporary.write_text("a folder's ACL gave the group write access")
+        os.chmod(temporary, 0o664)
+    assert (tmp_path / "shared.txt").stat().st_mode & 0o777 == 0o664 | (0o666 & ~_umask())
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "chmod", refuse)  # a mount without modes
+    with atomic_target(tmp_path / "model.bin") as temporary:
+        temporary.write_bytes(b"weights")
+    assert (tmp_path / "model.bin").read_bytes() == b"weights"

@@ -33,13 +33,13 @@ def recipe():
         del sys.modules[spec.name]
 
 
-def _finished_stage(folder: Path, seed: int) -> Tokenizer:
+def _finished_stage(folder: Path, seed: int, steps: int) -> Tokenizer:
     torch.manual_seed(seed)
     config = TokenizerConfig(ch=32, ch_mult=(1, 2), num_res_blocks=1, attn_resolutions=(), z_channels=4,
                              quantizer=FSQConfig(levels=(8, 5, 5), dim=3))  # fmt: skip
     model = Tokenizer(config).eval()
     model.save_pretrained(folder)
-    (folder / "record.json").write_text(json.dumps({"steps": seed}) + "\n")
+    (folder / "record.json").write_text(json.dumps({"steps": steps}) + "\n")
     return model
 
 
@@ -47,7 +47,7 @@ def test_pack_and_unpack_move_finished_stages_in_small_parts(recipe, tmp_path, m
     run, packed, back = tmp_path / "run", tmp_path / "packed", tmp_path / "back"
     (run / "comparison.json").parent.mkdir()
     (run / "comparison.json").write_text('{"fsq": {}}\n')
-    image = _finished_stage(run / "default-final", seed=1)
+    image = _finished_stage(run / "default-final", seed=1, steps=10)
     small_video_model(seed=2).save_pretrained(run / "video-final")
     (run / "video-final" / "record.json").write_text('{"steps": 2}\n')
     monkeypatch.setattr(recipe, "PART_BYTES", 1 << 20)  # several parts for the video model
@@ -58,7 +58,7 @@ def test_pack_and_unpack_move_finished_stages_in_small_parts(recipe, tmp_path, m
     assert len(parts) > 1 and "video-final-09.safetensors" not in parts
     assert all(p.stat().st_size <= (1 << 20) + (64 << 10) for p in packed.glob("*.safetensors"))  # + header
     recipe.unpack(packed, back)
-    assert json.loads((back / "default-final" / "record.json").read_text()) == {"steps": 1}
+    assert json.loads((back / "default-final" / "record.json").read_text()) == {"steps": 10}
     restored = load_tokenizer(back / "default-final")
     for name, tensor in image.state_dict().items():  # fp16 on the way: equal to fp16 precision
         torch.testing.assert_close(restored.state_dict()[name], tensor.half().float(), atol=0, rtol=0)
@@ -79,6 +79,16 @@ def test_a_given_data_folder_must_be_prepared_and_is_never_emptied(recipe, tmp_p
     (photos / "prepared.json").write_text('{"train": []}\n')
     recipe.prepare_data(photos, given=True)  # prepared: used as it is
     assert (photos / "keep.png").is_file()
+
+
+def test_prepare_only_stops_after_the_data_and_continue_video_needs_the_shipped_image_model(recipe, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "prepared.json").write_text('{"train": []}\n')
+    assert recipe.main(["--out", str(tmp_path / "run"), "--data", str(data), "--prepare-only"]) == 0
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+    with pytest.raises(SystemExit, match="--continue-video needs --from-shipped"):
+        recipe.main(["--out", str(tmp_path / "run"), "--data", str(data), "--continue-video"])
 
 
 def test_colour_charts_are_seeded_and_colourful(recipe):

@@ -4,7 +4,7 @@ Everything is written to a temporary name beside the target, ``.<name>.<pid>.<8 
 ``<name>`` is the target's name or, when that would pass the 255-byte limit of a file name, the first 16 hex
 digits of its sha256 (so any name that fits the filesystem can be written). A folder scan that skips dot-files
 never sees it; ``remove_leftovers`` removes the ones a killed writer left. It is flushed to disk, renamed over
-the target with the mode ``open()`` gives a new file (umask applied); the folder is synced so the rename itself
+the target with at least the permission bits ``open()`` gives a new file (umask applied); the folder is synced so the rename itself
 survives a crash. On failure the temporary file is removed and the old target stays; an ``OSError`` (a full or
 read-only disk) then names the target.
 """
@@ -30,8 +30,7 @@ def atomic_target(target: str | os.PathLike[str]) -> Iterator[Path]:
         yield temporary
         with open(temporary, "rb+") as f:
             os.fsync(f.fileno())
-        with contextlib.suppress(OSError):  # a filesystem without modes (some network/FUSE mounts) keeps its own
-            os.chmod(temporary, _FILE_MODE)  # as open() would create it, also where the writer made it private
+        _open_up(temporary)
         os.replace(temporary, target)
     except BaseException as error:
         temporary.unlink(missing_ok=True)
@@ -41,16 +40,34 @@ def atomic_target(target: str | os.PathLike[str]) -> Iterator[Path]:
     _sync_folder(target.parent)
 
 
-def _default_file_mode() -> int:
-    """``0o666`` less the process umask: the mode ``open()`` gives a new file."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
+def _open_up(path: Path) -> None:
+    """Add the permission bits ``open()`` gives a new file (``0o666`` less the umask) to ``path``'s mode.
+
+    Some writers (safetensors' save_file) create their file private (0600) whatever the umask: a model or token
+    shard written here becomes readable by those a new file would be readable by. Bits are only added, never
+    removed (a folder's default ACL may have granted more), and a filesystem without modes (some network or
+    FUSE mounts) keeps its own."""
+    with contextlib.suppress(OSError):
+        mode = path.stat().st_mode & 0o7777
+        wanted = mode | (0o666 & ~_umask())
+        if wanted != mode:
+            os.chmod(path, wanted)
 
 
-# Some writers (safetensors' save_file) create their file private (0600) whatever the umask; a model or token
-# shard written here gets the mode any new file would get, so others that share the folder can read it.
-_FILE_MODE = _default_file_mode()
+def _umask() -> int:
+    """The process umask, read from /proc (Linux) without changing it; elsewhere set and restored once."""
+    global _UMASK_FALLBACK
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    if _UMASK_FALLBACK is None:
+        _UMASK_FALLBACK = os.umask(0o022)
+        os.umask(_UMASK_FALLBACK)
+    return _UMASK_FALLBACK
+
+
+_UMASK_FALLBACK: int | None = None
 NAME_MAX = 255  # bytes in one file name (ext4, XFS, APFS, NTFS)
 TEMPORARY = re.compile(r"\.(?P<name>.+)\.(?P<pid>[0-9]+)\.[0-9a-f]{8}\.tmp")  # atomic_target's names
 

@@ -422,12 +422,13 @@ def shipped_record(folder: Path) -> dict:
 def from_shipped(out: Path) -> None:
     """OUT/default-final and OUT/comparison.json from the shipped ``default`` (its weights, its card's record and
     quantizer comparison), so that a run trains only what comes after them (``--continue-video``)."""
-    if (out / "default-final").is_dir():
-        return
     out.mkdir(parents=True, exist_ok=True)
     card = json.loads((ASSETS / "default" / "card.json").read_text())
     if not (out / "comparison.json").is_file():
         (out / "comparison.json").write_text(json.dumps(card["comparison"], indent=2) + "\n")
+    if (out / "default-final").is_dir():
+        print(f"--from-shipped: keeping {out / 'default-final'} (a resumed run's copy)", flush=True)
+        return
     record = {key: card[key] for key in RECORD_KEYS if key in card}
     export(load_tokenizer(ASSETS / "default"), out / "default-final", record)
 
@@ -473,7 +474,8 @@ def install_both(out: Path, data: Path, results: dict) -> None:
     install("default-video", out / "video-final",
             {**video_record, **common, "quantizer": image_record["quantizer"],
              "train": card_names(photos + sorted(p.name for p in (data / "videos").iterdir())),
-             "held_out": list(dict.fromkeys([*common["held_out"], *(c.name for c in clips), SAMPLE_CLIP]))})  # fmt: skip
+             "held_out": list(dict.fromkeys([*common["held_out"], *(c.name for c in clips), SAMPLE_CLIP])),
+            })  # fmt: skip
     image, video = load_tokenizer(ASSETS / "default"), load_tokenizer(ASSETS / "default-video")
     for name, model in (("default", image), ("default-video", video)):
         card_path = ASSETS / name / "card.json"
@@ -561,11 +563,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pack", type=Path, help="after training, write the finished stages here (see pack)")
     parser.add_argument("--unpack", type=Path, help="first restore OUT's finished stages from this packed folder")
     parser.add_argument("--from-shipped", action="store_true",
-                        help="take the image stages (comparison, default) from the shipped `default` model")  # fmt: skip
+                        help="the image stages (comparison, default) are the shipped `default` model's")  # fmt: skip
     parser.add_argument("--continue-video", action="store_true",
-                        help="the video stage continues the shipped `default-video` instead of inflating `default`")  # fmt: skip
+                        help="with --from-shipped: the video stage trains the shipped `default-video` on")  # fmt: skip
     parser.add_argument("--prepare-only", action="store_true", help="prepare OUT/data (or check --data) and stop")
     args = parser.parse_args(argv)
+    if args.continue_video and not args.from_shipped:  # else its weights would not descend from OUT's default
+        raise SystemExit(
+            "--continue-video needs --from-shipped: the shipped video model grew from the shipped image one"
+        )
     if args.unpack:
         unpack(args.unpack, args.out)
     if args.from_shipped:

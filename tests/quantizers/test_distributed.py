@@ -96,7 +96,7 @@ def test_a_rank_without_finite_latents_does_not_seed_the_codebook(tmp_path):
     assert rank0["initialized"].item() == 1.0
     assert torch.isfinite(rank0["codebook0"]).all() and rank0["codebook0"].mean() > 8.0  # rank 1's first batch
     # Rank 1's data moves to ~30: codes left behind die and are re-seeded from its batch.
-    assert (rank0["codebook2"].mean(dim=1) > 25.0).any(), rank0["codebook2"]
+    assert (rank0["codebook2"].mean(dim=1) > 25.0).sum() >= 4, rank0["codebook2"]  # EMA alone moves one code
 
 
 RESIDUAL = ResidualConfig(VQConfig(codebook_size=16, dim=4, decay=0.9), depth=4, quantize_dropout=0.75)

@@ -6,9 +6,9 @@ In BT.601 YCbCr on RGB in ``[-1, 1]`` (grey has Cb = Cr = 0):
 
 ``rotate_chroma`` maps ``(Cb, Cr) -> gain * Rot(angle) (Cb, Cr)``, keeps ``Y``, returns to RGB and clamps to
 ``[-1, 1]``: every hue turns by ``angle``, saturation scales by ``gain``, luma is kept unless the clamp cuts a
-colour pushed out of gamut, and grey pixels (so grayscale images) are unchanged. The whole map is one 3 x 3 matrix ``M = A^-1 diag(1, gain Rot(angle)) A`` with ``A`` the
-RGB -> YCbCr matrix above. A model trained on a few photos learns their palette only; turning their hues shows
-it every hue at the same textures.
+colour pushed out of gamut, and grey pixels (so grayscale images) are unchanged. The whole map is one 3 x 3
+matrix ``M = A^-1 diag(1, gain Rot(angle)) A`` with ``A`` the RGB -> YCbCr matrix above. A model trained on
+a few photos learns their palette only; turning their hues shows it every hue at the same textures.
 """
 
 from __future__ import annotations

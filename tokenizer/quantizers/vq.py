@@ -130,11 +130,12 @@ class VectorQuantizer(Quantizer):
         In one process with at least as many codes as finite latents, k-means' optimum is known: every
         latent is its own centroid (distortion 0), so the codes are the latents in random order and the
         rest random repeats, with no search at all (``_every_latent_a_code``). Otherwise: seeds by D^2
-        sampling on the lowest rank whose batch holds finite latents, then up to ``kmeans_iters`` Lloyd steps on every rank's data, stopping early
-        once the mean squared distance to the assigned centroid falls by less than ``KMEANS_TOL`` of itself
-        (at once when it is 0). In one process the first Lloyd step reuses the assignment the seeding
-        already tracked, so it costs no N x K pass of its own. A batch with no finite latent on any rank
-        (empty, or all NaN/Inf) leaves the codebook uninitialised for the next batch.
+        sampling on the lowest rank whose batch holds finite latents, then up to ``kmeans_iters`` Lloyd steps
+        on every rank's data, stopping early once the mean squared distance to the assigned centroid falls
+        by less than ``KMEANS_TOL`` of itself (at once when it is 0). In one process the first Lloyd step
+        reuses the assignment the seeding already tracked, so it costs no N x K pass of its own. A batch
+        with no finite latent on any rank (empty, or all NaN/Inf) leaves the codebook uninitialised for the
+        next batch.
         """
         k = self.codebook_size
         finite = torch.isfinite(z).all(1)
@@ -271,6 +272,8 @@ class VectorQuantizer(Quantizer):
 def _first_rank_with_rows(rows: int, device: torch.device) -> int | None:
     """The lowest rank that holds ``rows > 0`` finite latents (every rank passes its own count), None when no
     rank does; in one process 0 or None. One all-reduce of ``world_size`` numbers."""
+    if not _distributed.is_distributed():
+        return 0 if rows else None
     counts = torch.zeros(_distributed.world_size(), device=device)
     counts[_distributed.rank()] = float(rows)
     _distributed.all_reduce_sum_(counts)
