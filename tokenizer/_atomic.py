@@ -3,10 +3,10 @@
 Everything is written to a temporary name beside the target, ``.<name>.<pid>.<8 random hex>.tmp``, where
 ``<name>`` is the target's name or, when that would pass the 255-byte limit of a file name, the first 16 hex
 digits of its sha256 (so any name that fits the filesystem can be written). A folder scan that skips dot-files
-never sees it; ``remove_leftovers`` removes the ones a killed writer left. It is flushed to disk, renamed over
-the target with at least the permission bits ``open()`` gives a new file (umask applied); the folder is synced so the rename itself
-survives a crash. On failure the temporary file is removed and the old target stays; an ``OSError`` (a full or
-read-only disk) then names the target.
+never sees it; ``remove_leftovers`` removes the ones a killed writer left. It is flushed to disk, given at
+least the permission bits ``open()`` gives a new file (umask applied), and renamed over the target; the folder
+is synced so the rename itself survives a crash. On failure the temporary file is removed and the old target
+stays; an ``OSError`` (a full or read-only disk) then names the target.
 """
 
 from __future__ import annotations

@@ -10,6 +10,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# BT.601 RGB -> YCbCr rows (on RGB in [-1, 1], grey has Cb = Cr = 0): Y = 0.299 R + 0.587 G + 0.114 B,
+# Cb = (B - Y) / 1.772, Cr = (R - Y) / 1.402. The chroma loss and the colour augmentation share it.
+RGB_TO_YCBCR = (
+    (0.299, 0.587, 0.114),
+    (-0.299 / 1.772, -0.587 / 1.772, (1 - 0.114) / 1.772),
+    ((1 - 0.299) / 1.402, -0.587 / 1.402, -0.114 / 1.402),
+)
+
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
     return x.detach().float().add(1.0).mul(0.5).clamp(0.0, 1.0)

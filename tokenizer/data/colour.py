@@ -18,14 +18,9 @@ import random
 
 import torch
 
-_RGB_TO_YCBCR = torch.tensor(
-    [
-        [0.299, 0.587, 0.114],
-        [-0.299 / 1.772, -0.587 / 1.772, (1 - 0.114) / 1.772],
-        [(1 - 0.299) / 1.402, -0.587 / 1.402, -0.114 / 1.402],
-    ],
-    dtype=torch.float64,
-)
+from ..metrics import RGB_TO_YCBCR
+
+_RGB_TO_YCBCR = torch.tensor(RGB_TO_YCBCR, dtype=torch.float64)
 CHROMA_GAIN_RANGE = (0.75, 1.5)  # chroma gain drawn uniformly from this range by ``random_chroma``
 
 

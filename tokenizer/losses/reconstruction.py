@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from ..metrics import structural_similarity
+from ..metrics import RGB_TO_YCBCR, structural_similarity
 
 RECONSTRUCTION_KINDS = ("l1", "l2")
 
@@ -50,8 +50,7 @@ def ssim_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
         return 1.0 - structural_similarity(a, b).mean()
 
 
-# BT.601 chroma of RGB: Cb = (B - Y) / 1.772, Cr = (R - Y) / 1.402 with Y = 0.299 R + 0.587 G + 0.114 B
-CHROMA = ((-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+CHROMA = RGB_TO_YCBCR[1:]  # BT.601's Cb and Cr rows (metrics.RGB_TO_YCBCR)
 
 
 def chroma_loss(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
