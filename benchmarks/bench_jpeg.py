@@ -113,22 +113,31 @@ def _scores(original: torch.Tensor, reconstruction: torch.Tensor, bpp: float) ->
 
 
 @torch.no_grad()
-def compare_image(model: torch.nn.Module, name: str, pixels: torch.Tensor) -> Row:
+def model_scores(model: torch.nn.Module, pixels: torch.Tensor) -> Scores:
     """Reconstruct ``pixels`` (fp32 ``[3, H, W]`` in ``[-1, 1]``, ``H`` and ``W`` multiples of the model's
-    downsample factor) with ``model`` (``encode`` then ``decode``) and with JPEG at the model's bits per pixel."""
-    original = _as_8bit(pixels)  # what JPEG sees too
+    downsample factor) with ``model`` (``encode`` then ``decode``); both are scored as 8-bit images."""
+    original = _as_8bit(pixels)
     height, width = original.shape[-2:]
     device = next(model.parameters()).device
     indices = model.encode(original[None].to(device))
     decoded = model.decode(indices)[0].float().cpu()
-    model_bpp = indices.numel() * math.log2(model.codebook_size) / (height * width)
-    choice = jpeg_at_rate(to_uint8(original), model_bpp)
+    bpp = indices.numel() * math.log2(model.codebook_size) / (height * width)
+    return _scores(original, _as_8bit(decoded), bpp)
+
+
+@torch.no_grad()
+def compare_image(model: torch.nn.Module, name: str, pixels: torch.Tensor) -> Row:
+    """``model_scores`` of ``pixels`` beside JPEG's at the model's bits per pixel."""
+    original = _as_8bit(pixels)  # what JPEG sees too
+    height, width = original.shape[-2:]
+    scores = model_scores(model, original)
+    choice = jpeg_at_rate(to_uint8(original), scores.bpp)
     jpeg = to_tensor(Image.open(io.BytesIO(choice.data)).convert("RGB"))
     return Row(
         name=name,
         height=height,
         width=width,
-        model=_scores(original, _as_8bit(decoded), model_bpp),
+        model=scores,
         jpeg=_scores(original, jpeg, 8 * len(choice.data) / (height * width)),
         jpeg_quality=choice.quality,
         jpeg_fits=choice.fits,

@@ -56,14 +56,13 @@ from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.bench_jpeg import compare, load_images, model_scores
 from tokenizer import metrics
 from tokenizer.checkpoints import latest_checkpoint
-from tokenizer.data import open_rgb, to_tensor
-from tokenizer.data.items import crop_to_factor
 from tokenizer.data.video import ClipSpec, iter_frames, probe_video
 from tokenizer.data.video_synth import bundled_real_clips, make_test_clip
 from tokenizer.data.video_write import write_video
-from tokenizer.evaluation import load_eval_clips, load_eval_images
+from tokenizer.evaluation import load_eval_clips
 from tokenizer.losses import VQGANLossConfig
 from tokenizer.models import Tokenizer, TokenizerConfig, VideoTokenizerConfig, load_tokenizer
 from tokenizer.quantizers import FSQConfig, LFQConfig, VQConfig
@@ -96,6 +95,7 @@ SAMPLE_CLIP = "pan-chelsea.mp4"  # the demo's video: a camera pan across a held-
 # exactly), any other by its package's name
 SAMPLE_NAMES = {"hubble_deep_field.png": "hubble.png", "rocket.jpg": "rocket.png"}  # training photos are PNGs
 EVAL_SIZE = 256  # held-out photos are scored as 256x256 centre crops and at full size
+QUALITY = ("psnr", "ssim", "delta_e", "colour_cast")  # the held-out photo scores (benchmarks/bench_jpeg.Scores)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,25 +248,12 @@ def steps_to_fit(seconds: float, steps_per_second: float) -> int:
 
 @torch.no_grad()
 def held_out_quality(model: Tokenizer, held_out: Path, full_size: bool = False) -> dict[str, float]:
-    """Mean PSNR, SSIM, CIELAB Delta E and colour cast (metrics.colour_cast) of the held-out photos: 256x256 centre
-    crops, or (``full_size``) whole images centre-cropped to the downsampling factor."""
-    model = model.eval()
-    device = next(model.parameters()).device
-    paths = sorted(held_out.iterdir())
-    if full_size:
-        batches = [crop_to_factor(to_tensor(open_rgb(p)), model.config.downsample_factor)[None] for p in paths]
-    else:
-        batches = [load_eval_images(paths, EVAL_SIZE)]
-    scores: dict[str, list[float]] = {"psnr": [], "ssim": [], "delta_e": [], "colour_cast": []}
-    for pixels in batches:
-        pixels = pixels.to(device)
-        reconstruction = model(pixels)[0].float().clamp(-1, 1)
-        reconstruction = reconstruction.add(1).mul(127.5).round().div(127.5).sub(1)  # as an 8-bit image
-        scores["psnr"] += metrics.psnr(pixels, reconstruction).tolist()
-        scores["ssim"] += metrics.ssim(pixels, reconstruction).tolist()
-        scores["delta_e"] += metrics.delta_e(pixels, reconstruction).tolist()
-        scores["colour_cast"] += metrics.colour_cast(pixels, reconstruction).tolist()
-    result = {name: statistics.fmean(values) for name, values in scores.items()}
+    """Mean PSNR, SSIM, CIELAB Delta E and colour cast (metrics.colour_cast) of the held-out photos, 8-bit as in
+    benchmarks/bench_jpeg.py: 256x256 centre crops, or (``full_size``) whole images centre-cropped to the
+    downsampling factor."""
+    images = load_images(sorted(held_out.iterdir()), None if full_size else EVAL_SIZE, model.downsample_factor)
+    scores = [model_scores(model.eval(), pixels) for _, pixels in images]
+    result = {name: statistics.fmean(getattr(s, name) for s in scores) for name in QUALITY}
     return {**result, "bits_per_token": float(np.log2(model.codebook_size))}
 
 
@@ -446,8 +433,6 @@ def install(name: str, folder: Path, card: dict) -> None:
 def jpeg_beside(model: Tokenizer, held_out: Path) -> dict[str, dict[str, float]]:
     """benchmarks/bench_jpeg.py's means on the held-out photos (256x256 crops and full size): JPEG at the highest
     quality whose file spends at most the model's bits per pixel, and the model, both scored as 8-bit images."""
-    from benchmarks.bench_jpeg import compare, load_images
-
     result = {}
     for label, size in ((f"photos_{EVAL_SIZE}", EVAL_SIZE), ("photos_full_size", None)):
         rows = compare(model, load_images(sorted(held_out.iterdir()), size, model.downsample_factor))
