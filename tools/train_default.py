@@ -416,7 +416,7 @@ def from_shipped(out: Path) -> None:
     if (out / "default-final").is_dir():
         print(f"--from-shipped: keeping {out / 'default-final'} (a resumed run's copy)", flush=True)
         return
-    record = {key: card[key] for key in RECORD_KEYS if key in card}
+    record = {key: value for key, value in shipped_record(ASSETS / "default").items() if key != "model"}
     export(load_tokenizer(ASSETS / "default"), out / "default-final", record)
 
 
