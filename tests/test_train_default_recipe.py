@@ -129,3 +129,17 @@ def test_a_run_can_start_from_the_shipped_models(recipe, tmp_path):
     record = json.loads((tmp_path / "run" / "default-final" / "record.json").read_text())
     assert record["steps"] == card["steps"] and record["quantizer"] == card["quantizer"]
     assert recipe.shipped_record(recipe.ASSETS / "default-video")["model"] == "default-video"
+
+
+def test_the_video_learning_rate_reaches_the_optimiser_and_the_card(recipe, tmp_path):
+    model = recipe.image_config("fsq")
+    assert recipe.train_config(tmp_path, model, tmp_path, 100, recipe.Budget()).optim.lr == recipe.LR
+    assert recipe.train_config(tmp_path, model, tmp_path, 100, recipe.Budget(), lr=3e-4).optim.lr == 3e-4
+    # the shipped video model: a polish at a lower rate (--video-lr) on top of two runs at the full rate
+    record = recipe.shipped_record(recipe.ASSETS / "default-video")
+    assert record["lr"] < recipe.LR
+    assert [r["steps"] for r in (record, record["continued_from"], record["continued_from"]["continued_from"])] == [
+        1300,
+        3300,
+        1400,
+    ]
