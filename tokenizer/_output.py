@@ -136,7 +136,8 @@ def _compare_run(out_dir: Path, run: dict[str, Any]) -> None:
         raise OutputMismatchError(f"{path} is not a run description; use another --out folder")
     differing = [key for key in run if existing.get(key) != json.loads(json.dumps(run[key]))]
     if differing:
-        what = {"tokenizer": "a different tokenizer", "preprocess": "different preprocessing settings"}
+        what = {"tokenizer": "a different tokenizer", "preprocess": "different preprocessing settings",
+                "video": "different video sampling", "max_file_bytes": "a different --max-file-bytes"}  # fmt: skip
         reasons = sorted({what.get(key, "a different input list or shard size") for key in differing})
         raise OutputMismatchError(
             f"{out_dir} holds tokens made with {' and '.join(reasons)} (differs in: {', '.join(differing)}); "

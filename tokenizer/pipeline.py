@@ -8,8 +8,8 @@ chunks of its own, taken by one rank (a tar) or shared among the ranks (a Parque
 its shard into place after its part files, so after a crash (SIGKILL included) a rerun redoes only the chunks without a shard and ends with the same
 bytes as an uninterrupted run. A finished shard whose inputs changed since (size or modification time, kept
 in ``parts/inputs-0000k.jsonl``) is done again. When every chunk is done, one process joins the parts into
-``manifest.jsonl`` and ``errors.jsonl``. ``run.json`` pins the tokenizer identity, the preprocessing and the
-input list: an output folder made with other ones, or a non-empty folder without ``run.json``, is refused, and
+``manifest.jsonl`` and ``errors.jsonl``. ``run.json`` pins the tokenizer identity, the preprocessing, the
+video sampling, the file-size limit and the input list: an output folder made with other ones, or a non-empty folder without ``run.json``, is refused, and
 one run at a time holds the folder (``_output``).
 """
 
@@ -155,6 +155,7 @@ def encode_dataset(
         "preprocess": asdict(options.preprocess),
         "video": asdict(options.video),
         "shard_size": options.shard_size,
+        "max_file_bytes": options.max_file_bytes,  # which files are read at all
         "inputs": len(inputs),
         "inputs_sha256": hashlib.sha256("\n".join(map(str, inputs)).encode()).hexdigest(),
     }

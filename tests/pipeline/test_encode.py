@@ -79,6 +79,8 @@ def test_an_output_folder_of_another_tokenizer_or_settings_is_refused(tmp_path, 
         encode_dataset(inputs, tiny_model(), tmp_path / "out", _options(preprocess=ImagePreprocess(size=16, factor=4)))
     with pytest.raises(OutputMismatchError, match="input list"):
         encode_dataset(inputs[:-1], tiny_model(), tmp_path / "out", _options())
+    with pytest.raises(OutputMismatchError, match="max-file-bytes"):  # it decides which files are read at all
+        encode_dataset(inputs, tiny_model(), tmp_path / "out", _options(max_file_bytes=1 << 20))
 
 
 def _bad_folder(root: Path) -> dict[str, str | None]:
