@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from tests._video_synth import make_test_clip, read_counter, synthetic_frames, write_segments
-from tokenizer.data import video
+from tokenizer.data import video, video_probe
 from tokenizer.data.video import (
     ClipSpec,
     ReadStats,
@@ -289,7 +289,7 @@ def test_reading_near_the_end_seeks_instead_of_decoding_from_the_start(tmp_path,
 
 def test_a_seek_that_lands_past_the_start_falls_back_to_the_first_frame(tmp_path, monkeypatch):
     """Some indexes are imprecise: when the keyframe found lies after the clip's start, decode from the start."""
-    real_open = video._open
+    real_open = video_probe.open_stream
 
     class LateSeeking:
         def __init__(self, container):
@@ -308,7 +308,7 @@ def test_a_seek_that_lands_past_the_start_falls_back_to_the_first_frame(tmp_path
             yield LateSeeking(container), stream
 
     path = make_test_clip(tmp_path / "gop5.mp4", frames=40, width=40, height=24, fps=10, pattern="counter", gop=5)
-    monkeypatch.setattr(video, "_open", late_open)
+    monkeypatch.setattr(video_probe, "open_stream", late_open)
     assert _counters(read_clip(path, ClipSpec(frames=3, start=1.2))) == [12, 13, 14]
 
 

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from .images import IMAGE_EXTENSIONS
-from .video import VIDEO_EXTENSIONS
+from .video_probe import VIDEO_EXTENSIONS
 
 LIST_EXTENSIONS = frozenset({".txt", ".jsonl"})
 

@@ -28,7 +28,7 @@ from .containers import MISSING_MEDIA, BrokenContainer, ContainedItem, MemberErr
 from .files import TOO_LARGE_FILE, UNREADABLE
 from .images import IMAGE_EXTENSIONS
 from .sources import media_kind
-from .video import VIDEO_EXTENSIONS
+from .video_probe import VIDEO_EXTENSIONS
 
 META_EXTENSIONS = ("json", "txt", "cls")
 MAX_META_BYTES = 1 << 20  # a caption or a JSON record; larger metadata members are refused

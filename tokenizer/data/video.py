@@ -12,9 +12,9 @@ Every function that takes a ``path`` also takes a ``FileRange`` (``byte_range``)
 shard, read in place; messages then name it ``shard.tar#key.mp4``.
 
 Every file problem (missing, empty, not a video, no video stream, truncated or corrupt data, a clip that runs
-past the end) raises ``VideoReadError``, a ``ValueError`` whose message names the file and the reason. A file
-cut short after its index (an mp4 written with the index first, "faststart") is caught when opened: the index
-points past the end of the file.
+past the end) raises ``VideoReadError``, a ``ValueError`` whose message names the file and the reason. Opening
+and probing live in ``tokenizer.data.video_probe``: a file cut short after its index (an mp4 written with the
+index first, "faststart") is caught there, when opened: the index points past the end of the file.
 
 A stream whose resolution changes part-way (a new sequence header) is rescaled, not refused: every frame is
 brought to the video's size (the one the container declares, which ``probe_video`` reports and which is the
@@ -24,32 +24,23 @@ first frame's), bicubic, before any ``resize``/``size``/``crop``; pass a ``ReadS
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
-from contextlib import ExitStack, closing, contextmanager
+from contextlib import closing
 from dataclasses import dataclass
 from fractions import Fraction
 from itertools import islice
-from pathlib import Path
 
 import av
 import torch
 from PIL import Image
 
-from .byte_range import FileRange
+from . import video_probe
 from .images import to_tensor
 from .preprocess import ImagePreprocess
-
-VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".gif"})
-
-VideoSource = str | Path | FileRange  # a video file, or a video member of a tar shard read in place
+from .video_probe import VideoInfo, VideoReadError, VideoSource, probe_video
 
 # codecs whose frames depend on earlier frames without keyframe marking that a seek can trust: decode from the start
 _NO_SEEK_CODECS = frozenset({"gif", "apng", "webp"})
-
-
-class VideoReadError(ValueError):
-    """A video file that cannot give the requested pixels; the message names the file and the reason."""
 
 
 @dataclass
@@ -58,18 +49,6 @@ class ReadStats:
     read it once the read is done."""
 
     resized_frames: int = 0  # frames of another size than the video's, rescaled to it (a mid-stream change)
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    """What the container says about a file's video stream (no frame is decoded to find it)."""
-
-    frames: int | None  # frame count: the header's, else round(duration * fps); None when neither is known
-    fps: float  # average frame rate (frames per second)
-    duration: float | None  # seconds of video, None when the container does not say
-    width: int
-    height: int
-    codec: str  # FFmpeg decoder name: "h264", "vp9", "gif", ...
 
 
 @dataclass(frozen=True)
@@ -97,85 +76,6 @@ class ClipSpec:
             raise ValueError(f"fps={self.fps} and stride={self.stride} are mutually exclusive: set one of them")
         if not (math.isfinite(self.start) and self.start >= 0):
             raise ValueError(f"start must be a non-negative number of seconds, got {self.start!r}")
-
-
-# --- opening and probing ----------------------------------------------------------------------------------
-
-
-@contextmanager
-def _open(path: VideoSource) -> Iterator[tuple[av.container.InputContainer, av.video.stream.VideoStream]]:
-    """Open ``path`` (a file, or a ``FileRange``: a member of a tar shard, read in place) and pick its first real
-    video stream (cover art does not count); errors name the file."""
-    name = str(path)
-    with ExitStack() as stack:  # closes the container, then the tar member's file, whatever goes wrong
-        try:
-            size = path.size if isinstance(path, FileRange) else os.path.getsize(path)
-            if size == 0:
-                raise VideoReadError(f"{name!r} is empty (0 bytes)")
-            file = stack.enter_context(closing(path.open())) if isinstance(path, FileRange) else None
-        except OSError as err:
-            raise VideoReadError(f"cannot read {name!r}: {err.strerror or err}") from err
-        try:
-            container = stack.enter_context(closing(av.open(name if file is None else file, mode="r")))
-        except av.error.FFmpegError as err:
-            raise VideoReadError(
-                f"cannot read video {name!r}: not a recognised or complete video file ({err})"
-            ) from err
-        streams = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
-        if not streams:
-            kinds = sorted({s.type for s in container.streams}) or ["none"]
-            raise VideoReadError(f"{name!r} has no video stream (streams: {', '.join(kinds)})")
-        stream = streams[0]
-        _check_index(stream, size, name)
-        stream.thread_type = "AUTO"  # frame + slice threads; the order of output frames is unchanged
-        yield container, stream
-
-
-def _check_index(stream: av.video.stream.VideoStream, size: int, name: str) -> None:
-    """Refuse a file cut short after its index: a packet the index lists (byte ``pos`` .. ``pos + size``)
-    that ends past the file's last byte. Containers that index as they read (mkv, webm) list no such packet."""
-    end = max((entry.pos + entry.size for entry in stream.index_entries), default=0)
-    if end > size:
-        raise VideoReadError(
-            f"{name!r} is truncated: its index lists video data up to byte {end} but the file has {size} bytes"
-        )
-
-
-def _frame_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
-    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
-        if rate:
-            return Fraction(rate)
-    return None
-
-
-def _duration(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> Fraction | None:
-    if stream.duration and stream.time_base:
-        return stream.duration * Fraction(stream.time_base)
-    if container.duration:
-        return Fraction(container.duration, av.time_base)
-    return None
-
-
-def _info(container: av.container.InputContainer, stream: av.video.stream.VideoStream, name: str) -> VideoInfo:
-    rate = _frame_rate(stream)
-    if rate is None:
-        raise VideoReadError(f"{name!r}: the video stream does not declare a frame rate")
-    duration = _duration(container, stream)
-    frames = stream.frames or (round(duration * rate) if duration else None)
-    codec = stream.codec_context.name
-    return VideoInfo(
-        frames, float(rate), None if duration is None else float(duration), stream.width, stream.height, codec
-    )
-
-
-def probe_video(path: VideoSource) -> VideoInfo:
-    """Frame count, rate, duration, size and codec of a video file, from its header (nothing is decoded).
-
-    Raises VideoReadError for a missing or zero-length file, a file that is not a video container, or a container
-    without a video stream (an audio-only file).
-    """
-    with _open(path) as (container, stream):
-        return _info(container, stream, str(path))
 
 
 # --- decoding ----------------------------------------------------------------------------------------------
@@ -218,9 +118,9 @@ def _timed_frames(path: VideoSource, start: Fraction) -> Iterator[tuple[Fraction
     Close the generator (``contextlib.closing``) to stop decoding early and close the file.
     """
     name = str(path)
-    with _open(path) as (container, stream):
-        info = _info(container, stream, name)
-        rate = _frame_rate(stream)
+    with video_probe.open_stream(path) as (container, stream):
+        info = video_probe.stream_info(container, stream, name)
+        rate = video_probe.frame_rate(stream)
         origin = stream.start_time if stream.start_time is not None else 0
         size = (info.width, info.height) if info.width and info.height else None
         timeline = _Timeline(origin, Fraction(stream.time_base), 1 / rate, size)
