@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from tests._models import small_video_model
+from tokenizer.checkpoints import latest_checkpoint
+from tokenizer.data.video_synth import make_test_clip
 from tokenizer.models import Tokenizer, TokenizerConfig, load_tokenizer
 from tokenizer.quantizers import FSQConfig
 
@@ -131,15 +133,16 @@ def test_a_run_can_start_from_the_shipped_models(recipe, tmp_path):
     assert recipe.shipped_record(recipe.ASSETS / "default-video")["model"] == "default-video"
 
 
-def test_the_video_learning_rate_reaches_the_optimiser_and_the_card(recipe, tmp_path):
+def test_the_video_learning_rate_reaches_the_run_and_its_record(recipe, tmp_path):
     model = recipe.image_config("fsq")
     assert recipe.train_config(tmp_path, model, tmp_path, 100, recipe.Budget()).optim.lr == recipe.LR
-    assert recipe.train_config(tmp_path, model, tmp_path, 100, recipe.Budget(), lr=3e-4).optim.lr == 3e-4
-    # the shipped video model: a polish at a lower rate (--video-lr) on top of two runs at the full rate
-    record = recipe.shipped_record(recipe.ASSETS / "default-video")
-    assert record["lr"] < recipe.LR
-    assert [r["steps"] for r in (record, record["continued_from"], record["continued_from"]["continued_from"])] == [
-        1300,
-        3300,
-        1400,
-    ]
+    out, data = tmp_path / "run", tmp_path / "data"
+    recipe.from_shipped(out)
+    make_test_clip(data / "videos" / "clip.mp4", frames=12, width=64, height=64, fps=8, gop=4)
+    recipe.train_video(out, data, 1, None, recipe.Budget(batch_size=2, workers=0), lr=3e-4)
+    _, last = latest_checkpoint(out / "video")
+    trained = json.loads(torch.load(last / "trainer.pt", weights_only=False)["config"])
+    assert trained["optim"]["lr"] == 3e-4
+    assert json.loads((out / "video-final" / "record.json").read_text())["lr"] == 3e-4
+    with pytest.raises(SystemExit, match="--video-lr must be a positive"):
+        recipe.main(["--out", str(out), "--video-lr", "0"])

@@ -125,6 +125,9 @@ def _claim(out_dir: Path, run: dict[str, Any]) -> None:
         write_text_atomically(out_dir / RUN_FILE, json.dumps(run, indent=2, sort_keys=True) + "\n")
 
 
+LATER_KEYS = frozenset({"max_file_bytes"})  # run.json keys that older versions did not write
+
+
 def _compare_run(out_dir: Path, run: dict[str, Any]) -> None:
     """Raise ``OutputMismatchError`` naming what differs between ``run`` and the folder's ``run.json``."""
     path = out_dir / RUN_FILE
@@ -134,7 +137,9 @@ def _compare_run(out_dir: Path, run: dict[str, Any]) -> None:
         raise OutputMismatchError(f"{path} cannot be read ({err}); use another --out folder") from None
     if not isinstance(existing, dict):
         raise OutputMismatchError(f"{path} is not a run description; use another --out folder")
-    differing = [key for key in run if existing.get(key) != json.loads(json.dumps(run[key]))]
+    # a key added after the folder was made (LATER_KEYS) is not held against it: its value then is unknown
+    differing = [key for key in run if (key in existing or key not in LATER_KEYS)
+                 and existing.get(key) != json.loads(json.dumps(run[key]))]  # fmt: skip
     if differing:
         what = {"tokenizer": "a different tokenizer", "preprocess": "different preprocessing settings",
                 "video": "different video sampling", "max_file_bytes": "a different --max-file-bytes"}  # fmt: skip

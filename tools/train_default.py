@@ -571,6 +571,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --from-shipped: the video stage trains the shipped `default-video` on")  # fmt: skip
     parser.add_argument("--prepare-only", action="store_true", help="prepare OUT/data (or check --data) and stop")
     args = parser.parse_args(argv)
+    if not args.video_lr > 0:
+        raise SystemExit(f"--video-lr must be a positive learning rate, got {args.video_lr}")
     if args.continue_video and not args.from_shipped:  # else its weights would not descend from OUT's default
         raise SystemExit(
             "--continue-video needs --from-shipped: the shipped video model grew from the shipped image one"

