@@ -10,6 +10,7 @@ import torch
 
 from tokenizer import Tokenizer, TokenizerConfig
 from tokenizer.quantizers import GumbelConfig, GumbelQuantizer, build_quantizer
+from tokenizer.quantizers import gumbel as gumbel_module
 
 
 def _quantizer(k: int = 7, d: int = 5, seed: int = 0, **kwargs) -> GumbelQuantizer:
@@ -51,6 +52,21 @@ def test_eval_is_the_argmax_of_the_logits(shape):
     assert out.quantized.shape == x.shape and out.metrics["usage"] > 0
     again = q(x)  # deterministic
     torch.testing.assert_close(again.indices, out.indices, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 50, 1 << 22])
+def test_inference_kl_in_pieces_is_the_whole_kl(monkeypatch, chunk):
+    """Without autograd the KL is summed over pieces of the logits (bounded temporaries): same value, and an
+    empty input still gives NaN as the mean of nothing."""
+    monkeypatch.setattr(gumbel_module, "KL_CHUNK_ELEMENTS", chunk)
+    q = _quantizer(kl_weight=0.3).eval()
+    x = torch.randn(3, 5, 4, 6, generator=torch.Generator().manual_seed(6))
+    with torch.no_grad():
+        out = q(x)
+    torch.testing.assert_close(out.loss.double(), _kl64(q, _logits64(q, x)), rtol=1e-5, atol=1e-8)
+    torch.testing.assert_close(out.loss, q(x).loss, rtol=1e-6, atol=0)  # as with autograd on
+    with torch.no_grad():
+        assert torch.isnan(q(torch.randn(2, 5, 0, 3)).loss)
 
 
 def test_training_samples_softmax_and_passes_hard_gradients():

@@ -27,6 +27,8 @@ from torch import nn
 
 from .base import Quantizer, QuantizerOutput, fp32, from_rows, to_rows, usage_metrics
 
+KL_CHUNK_ELEMENTS = 1 << 22  # logits per piece of the inference-time KL (16 MiB of fp32)
+
 
 @dataclass(frozen=True)
 class GumbelConfig:
@@ -67,14 +69,15 @@ class GumbelQuantizer(Quantizer):
     def forward(self, x: torch.Tensor) -> QuantizerOutput:
         logits = self.logits(x)
         with fp32(x.device):
-            q = F.softmax(logits, dim=1)
-            kl = torch.sum(q * torch.log(q * self.codebook_size + 1e-10), dim=1).mean()
+            kl = self._kl(logits)
+            soft = None
             if self.training:
                 soft = F.gumbel_softmax(logits, tau=self.config.temperature, hard=False, dim=1)
                 index = soft.argmax(dim=1)
             else:
-                soft = F.softmax(logits / self.config.temperature, dim=1)
                 index = logits.argmax(dim=1)
+                if torch.is_grad_enabled():  # the straight-through mix below needs it; inference does not
+                    soft = F.softmax(logits / self.config.temperature, dim=1)
             codebook = self.embed.weight.float()
             if self.training and not self.config.straight_through:
                 quantized = torch.einsum("bk...,kd->bd...", soft, codebook)
@@ -85,6 +88,22 @@ class GumbelQuantizer(Quantizer):
                     quantized = quantized + (mix - mix.detach())
         metrics = usage_metrics(index, self.codebook_size)
         return QuantizerOutput(quantized, index, self.config.kl_weight * kl, metrics)
+
+    def _kl(self, logits: torch.Tensor) -> torch.Tensor:
+        """``mean_n sum_k q_nk log(K q_nk + 1e-10)``, ``q_n = softmax(l_n)``, over logits ``[B, K, ...]``. Without
+        autograd (inference) the ``[B, K, ...]``-sized temporaries are made for ``KL_CHUNK_ELEMENTS`` logits at
+        a time, so an encode holds the logits and little more."""
+
+        def summed(part: torch.Tensor) -> torch.Tensor:
+            q = F.softmax(part, dim=1)
+            return torch.sum(q * torch.log(q * self.codebook_size + 1e-10), dim=1)
+
+        if (torch.is_grad_enabled() and logits.requires_grad) or logits.numel() == 0:  # (empty: NaN, as a mean)
+            return summed(logits).mean()
+        flat = logits.flatten(2)  # [B, K, positions], a view (the logits are contiguous)
+        step = max(1, KL_CHUNK_ELEMENTS // (flat.shape[0] * flat.shape[1]))
+        total = sum(summed(flat[:, :, p : p + step]).sum() for p in range(0, flat.shape[2], step))
+        return total / (flat.shape[0] * flat.shape[2])
 
     def indices_to_codes(self, indices: torch.Tensor) -> torch.Tensor:
         with fp32(indices.device):
