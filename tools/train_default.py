@@ -436,17 +436,16 @@ def from_shipped(out: Path) -> None:
     export(load_tokenizer(ASSETS / "default"), out / "default-final", record)
 
 
-def install(name: str, folder: Path, card: dict) -> None:
-    """Ship ``folder``'s model as ``tokenizer/assets/models/<name>`` (fp16 network weights, fp32 codebook) with
-    ``card.json`` (``install_both`` adds the measured quality)."""
+def install(name: str, folder: Path) -> Tokenizer:
+    """Ship ``folder``'s model as ``tokenizer/assets/models/<name>`` (fp16 network weights, fp32 codebook);
+    returns it loaded back from there, as users get it (``install_both`` measures it and writes its card)."""
     target = ASSETS / name
     shutil.rmtree(target, ignore_errors=True)
     load_tokenizer(folder).save_pretrained(target, weights_dtype=torch.float16)
-    card = {"recipe": "tools/train_default.py", "seed": SEED, **card}
-    (target / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    return load_tokenizer(target)
 
 
-def jpeg_beside(model: Tokenizer, held_out: Path) -> dict[str, dict[str, float]]:
+def jpeg_beside(model: Tokenizer, held_out: Path) -> dict[str, dict[str, dict[str, float]]]:
     """benchmarks/bench_jpeg.py's means on the held-out photos (256x256 crops and full size): JPEG at the highest
     quality whose file spends at most the model's bits per pixel, and the model, both scored as 8-bit images."""
     result = {}
@@ -471,30 +470,35 @@ def install_both(out: Path, data: Path, results: dict) -> None:
     video_record = json.loads((out / "video-final" / "record.json").read_text())
     common = {"held_out": card_names(list(HELD_OUT)), "comparison": {k: results[k] for k in QUANTIZERS},
               "chroma_jitter": CHROMA_JITTER, "synthetic_charts": CHARTS}  # fmt: skip
-    install("default", out / "default-final", {**image_record, **common, "train": card_names(photos + framed)})
-    install("default-video", out / "video-final",
-            {**video_record, **common, "quantizer": image_record["quantizer"],
-             "train": card_names(photos + sorted(p.name for p in (data / "videos").iterdir())),
-             "held_out": list(dict.fromkeys([*common["held_out"], *(c.name for c in clips), SAMPLE_CLIP])),
-            })  # fmt: skip
-    image, video = load_tokenizer(ASSETS / "default"), load_tokenizer(ASSETS / "default-video")
-    for name, model in (("default", image), ("default-video", video)):
-        card_path = ASSETS / name / "card.json"
-        card = json.loads(card_path.read_text())
-        card["held_out_quality"] = {
-            f"photos_{EVAL_SIZE}": held_out_quality(model, data / "held_out"),
-            "photos_full_size": held_out_quality(model, data / "held_out", full_size=True),
-            "clips": {clip.name: held_out_video_quality(model, [clip]) for clip in clips},
-        }
-        if name == "default":
-            card["held_out_quality"]["jpeg_at_same_bpp"] = jpeg_beside(model, data / "held_out")
-        if name == "default-video":  # the image model frame by frame on the same clips
-            card["held_out_quality"]["image_model_on_clips"] = {
-                clip.name: held_out_video_quality(image, [clip]) for clip in clips
-            }
-        card_path.write_text(json.dumps(card, indent=2) + "\n")
-        print(name, json.dumps(card["held_out_quality"], indent=1), flush=True)
+    image, video = install("default", out / "default-final"), install("default-video", out / "video-final")
+
+    # the image model: its photo scores are the model half of the JPEG comparison (the same 8-bit scoring)
+    beside = jpeg_beside(image, data / "held_out")
+    bits = {"bits_per_token": float(np.log2(image.codebook_size))}
+    image_on_clips = {clip.name: held_out_video_quality(image, [clip]) for clip in clips}
+    image_quality = {**{label: {**{k: beside[label]["model"][k] for k in QUALITY}, **bits} for label in beside},
+                     "clips": image_on_clips, "jpeg_at_same_bpp": beside}  # fmt: skip
+    write_card("default", {**image_record, **common, "train": card_names(photos + framed)}, image_quality)
+
+    video_quality = {
+        f"photos_{EVAL_SIZE}": held_out_quality(video, data / "held_out"),
+        "photos_full_size": held_out_quality(video, data / "held_out", full_size=True),
+        "clips": {clip.name: held_out_video_quality(video, [clip]) for clip in clips},
+        "image_model_on_clips": image_on_clips,  # the image model frame by frame on the same clips
+    }
+    write_card("default-video",
+               {**video_record, **common, "quantizer": image_record["quantizer"],
+                "train": card_names(photos + sorted(p.name for p in (data / "videos").iterdir())),
+                "held_out": list(dict.fromkeys([*common["held_out"], *(c.name for c in clips), SAMPLE_CLIP]))},
+               video_quality)  # fmt: skip
     print(f"installed into {ASSETS} and {SAMPLES / SAMPLE_CLIP}")
+
+
+def write_card(name: str, record: dict, quality: dict) -> None:
+    """``tokenizer/assets/models/<name>/card.json``: the recipe, its seed, ``record`` and ``held_out_quality``."""
+    card = {"recipe": "tools/train_default.py", "seed": SEED, **record, "held_out_quality": quality}
+    (ASSETS / name / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    print(name, json.dumps(quality, indent=1), flush=True)
 
 
 STAGES = ("default-final", "video-final")
