@@ -47,6 +47,7 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.bench_jpeg import compare, load_images, model_scores
 from tokenizer import metrics
+from tokenizer._atomic import write_text_atomically
 from tokenizer.checkpoints import latest_checkpoint
 from tokenizer.data.video import ClipSpec, iter_frames, probe_video
 from tokenizer.data.video_synth import bundled_real_clips, make_test_clip
@@ -199,7 +201,7 @@ def prepare_data(data: Path, given: bool) -> None:
     for name in HELD_OUT:  # pans across the held-out photos: more of the video model's evaluation footage
         make_test_clip(held_out_clips / f"heldout-pan-{Path(name).stem}.mp4", frames=17, width=96, height=96, fps=12,
                        pattern="pan", image=Image.open(held_out / name).convert("RGB"))  # fmt: skip
-    (data / "prepared.json").write_text(json.dumps({"train": sorted(p.name for p in train.iterdir())}) + "\n")
+    write_text_atomically(data / "prepared.json", json.dumps({"train": sorted(p.name for p in train.iterdir())}) + "\n")
 
 
 def image_config(kind: str) -> TokenizerConfig:
@@ -315,7 +317,7 @@ def compare_quantizers(out: Path, data: Path, steps: int, budget: Budget) -> dic
         run.train()
         results[kind] = {**held_out_quality(run.ema, data / "held_out"), "steps": steps, "at_short_budget": at_short,
                          "steps_per_s": measured_steps_per_second(out / kind, run.config.batch_size)}  # fmt: skip
-        cache.write_text(json.dumps(results, indent=2) + "\n")
+        write_text_atomically(cache, json.dumps(results, indent=2) + "\n")
         print(kind, results[kind], flush=True)
     return results
 
@@ -338,14 +340,25 @@ def device_name(device: torch.device) -> str:
     return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type
 
 
-def export(model: Tokenizer, folder: Path, record: dict) -> None:
-    """Save a stage's final EMA model (fp32) and what made it (record.json) atomically."""
+def replace_folder(folder: Path, fill: Callable[[Path], None]) -> None:
+    """``fill`` a fresh ``<folder>.partial``, then put it in ``folder``'s place: a stage folder is whole or
+    absent (the recipe skips a stage whose folder exists), whenever the run is killed."""
     partial = folder.with_name(folder.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    (partial / "record.json").write_text(json.dumps(record, indent=2) + "\n")
+    partial.mkdir(parents=True)
+    fill(partial)
     shutil.rmtree(folder, ignore_errors=True)
     partial.rename(folder)
+
+
+def export(model: Tokenizer, folder: Path, record: dict) -> None:
+    """Save a stage's final EMA model (fp32) and what made it (record.json), as one folder."""
+
+    def fill(partial: Path) -> None:
+        model.save_pretrained(partial)
+        (partial / "record.json").write_text(json.dumps(record, indent=2) + "\n")
+
+    replace_folder(folder, fill)
 
 
 def train_default(out: Path, data: Path, winner: str, steps: int, budget: Budget) -> None:
@@ -399,7 +412,8 @@ def train_video(
         probe.train(until=10)  # start-up: workers, first decodes
         began = time.perf_counter()
         probe.train(until=40)
-        fitted.write_text(json.dumps({"steps": steps_to_fit(seconds, 30 / (time.perf_counter() - began))}) + "\n")
+        steps = steps_to_fit(seconds, 30 / (time.perf_counter() - began))
+        write_text_atomically(fitted, json.dumps({"steps": steps}) + "\n")
         shutil.rmtree(out / "video-probe")
     if seconds is not None:
         steps = json.loads(fitted.read_text())["steps"]
@@ -428,7 +442,7 @@ def from_shipped(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     card = json.loads((ASSETS / "default" / "card.json").read_text())
     if not (out / "comparison.json").is_file():
-        (out / "comparison.json").write_text(json.dumps(card["comparison"], indent=2) + "\n")
+        write_text_atomically(out / "comparison.json", json.dumps(card["comparison"], indent=2) + "\n")
     if (out / "default-final").is_dir():
         print(f"--from-shipped: keeping {out / 'default-final'} (a resumed run's copy)", flush=True)
         return
@@ -497,7 +511,7 @@ def install_both(out: Path, data: Path, results: dict) -> None:
 def write_card(name: str, record: dict, quality: dict) -> None:
     """``tokenizer/assets/models/<name>/card.json``: the recipe, its seed, ``record`` and ``held_out_quality``."""
     card = {"recipe": "tools/train_default.py", "seed": SEED, **record, "held_out_quality": quality}
-    (ASSETS / name / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    write_text_atomically(ASSETS / name / "card.json", json.dumps(card, indent=2) + "\n")
     print(name, json.dumps(quality, indent=1), flush=True)
 
 
@@ -534,7 +548,7 @@ def pack(out: Path, target: Path) -> None:
 def unpack(source: Path, out: Path) -> None:
     """Inverse of ``pack``: OUT/<stage>/{model.safetensors, config.json, record.json} and OUT/comparison.json."""
     out.mkdir(parents=True, exist_ok=True)
-    shutil.copy(source / "comparison.json", out / "comparison.json")
+    write_text_atomically(out / "comparison.json", (source / "comparison.json").read_text())
     for stage in STAGES:
         parts = sorted(source.glob(f"{stage}-*.safetensors"))
         if not parts:
@@ -545,10 +559,13 @@ def unpack(source: Path, out: Path) -> None:
         if expected != len(parts):
             raise SystemExit(f"{source}: {len(parts)} parts of {stage} found, its part 0 says {expected}")
         state = {name: tensor for part in parts for name, tensor in load_file(str(part)).items()}
-        (out / stage).mkdir(exist_ok=True)
-        save_file(state, str(out / stage / "model.safetensors"))
-        for name, text in texts.items():
-            (out / stage / name).write_text(text)
+
+        def fill(partial: Path, state: dict = state, texts: dict = texts) -> None:
+            save_file(state, str(partial / "model.safetensors"))
+            for name, text in texts.items():
+                (partial / name).write_text(text)
+
+        replace_folder(out / stage, fill)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -595,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
 
     results = compare_quantizers(args.out, data, args.steps, budget)
     best = max(QUANTIZERS, key=lambda k: results[k]["psnr"])
-    (args.out / "comparison.md").write_text(comparison_table(results, best))
+    write_text_atomically(args.out / "comparison.md", comparison_table(results, best))
     print(comparison_table(results, best), flush=True)
 
     if not (args.out / "default-final").is_dir():
