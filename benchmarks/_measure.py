@@ -65,17 +65,26 @@ def time_runs(fn: Callable[[], object], device: torch.device, *, rounds: int, wa
     return [time_call(fn, device) for _ in range(rounds)]
 
 
+# Pause before each timed call of ``interleaved_runs``. An OpenMP runtime's workers (PyTorch's, faiss's)
+# keep spinning for milliseconds after a parallel region (measured here: a 1.8 ms search right after a
+# torch.mm took 2.5-3.1 ms, after a 20 ms pause 1.8 ms), so without it every candidate would pay for the
+# one timed before it, and which one that is depends only on the order of the list.
+SETTLE_SECONDS = 0.05
+
+
 def interleaved_runs(
     fns: dict[str, Callable[[], object]], device: torch.device, *, rounds: int, warmup: int = 1
 ) -> dict[str, list[float]]:
     """Seconds of ``rounds`` calls of each of ``fns``, taken in turn (a, b, c, a, b, c, ...) after
-    ``warmup`` untimed calls each, so a change in machine load hits every candidate alike."""
+    ``warmup`` untimed calls each, so a change in machine load hits every candidate alike; each timed
+    call starts ``SETTLE_SECONDS`` after the previous one ended."""
     for fn in fns.values():
         for _ in range(warmup):
             fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
+            time.sleep(SETTLE_SECONDS)
             samples[name].append(time_call(fn, device))
     return samples
 

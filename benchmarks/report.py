@@ -111,7 +111,7 @@ def nearest_code_table(
 ) -> tuple[list[str], list[list[str]]]:
     """ours / faiss / chunked mm + argmin / cdist + argmin per grid shape and metric: min and median
     of interleaved runs, peak MiB, GFLOP/s (2NKD / min time) and its share of this machine's torch.mm,
-    time / faiss's time (min and median), and which CPU path ours took (faiss or torch)."""
+    time / faiss's time (min and median), and which path ours took (``_dispatch.nearest_code_path``)."""
     from bench_nearest_code import GRID, QUICK, mm_gflops, nearest_code_calls
 
     from kernels import _dispatch
@@ -132,9 +132,7 @@ def nearest_code_table(
         samples = interleaved_runs(calls, device, rounds=rounds)
         faiss_min = min(samples["faiss"]) if "faiss" in samples else None
         faiss_median = median(samples["faiss"]) if "faiss" in samples else None
-        ours_path = "faiss" if _dispatch.use_faiss(device) else "torch"
-        if _dispatch.use_triton(device):
-            ours_path = "triton"
+        ours_path = _dispatch.nearest_code_path(device)
         for name, fn in calls.items():
             best, mid = min(samples[name]), median(samples[name])
             peak = (peak_memory_bytes(fn, device)[1] or 0) / 2**20

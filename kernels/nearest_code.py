@@ -13,10 +13,11 @@ Non-finite input. A row of ``z`` holding NaN or +-Inf has no nearest code: its i
 distance NaN, on every path (``codebook_stats`` ignores such rows). The codebook must be finite.
 
 Paths (see ``_dispatch``): Triton tiles over the codebook with a running minimum in registers
-(``triton_impl/nearest_code.py``); on CPU, faiss's fused k=1 search when faiss is installed
-(``faiss_impl/nearest_code.py``, one native call; ``_dispatch`` gives the figures); else the
-PyTorch path, which walks blocks of rows x codes whose size is bounded by ``CPU_BLOCK_BYTES``, so memory
-stays flat however large N and K grow.
+(``triton_impl/nearest_code.py``); on CPU, the compiled AVX-512/AVX2 kernel, which does the same in SIMD
+registers (``cpu_impl/nearest_code.py``, one native call); where it is not built, faiss's fused k=1
+search when faiss is installed (``faiss_impl/nearest_code.py``); else the PyTorch path, which walks
+blocks of rows x codes whose size is bounded by ``CPU_BLOCK_BYTES``, so memory stays flat however large
+N and K grow.
 """
 
 from __future__ import annotations
@@ -69,11 +70,16 @@ def nearest_code(
         return (index, torch.empty(0, device=z.device)) if return_distance else index
 
     cosine = metric == "cosine"
-    if _dispatch.use_triton(z.device):
+    path = _dispatch.nearest_code_path(z.device)
+    if path == "triton":
         from .triton_impl.nearest_code import nearest_code_triton
 
         index, distance = nearest_code_triton(z, codebook, cosine=cosine, return_distance=return_distance)
-    elif _dispatch.use_faiss(z.device):
+    elif path == "native":
+        from .cpu_impl.nearest_code import nearest_code_cpu
+
+        index, distance = nearest_code_cpu(z, codebook, cosine=cosine, return_distance=return_distance)
+    elif path == "faiss":
         from .faiss_impl.nearest_code import nearest_code_faiss
 
         index, distance = nearest_code_faiss(z, codebook, cosine=cosine, return_distance=return_distance)

@@ -22,17 +22,30 @@ def _backends(args: argparse.Namespace) -> int:
     from kernels import _dispatch
 
     print(f"tokenizer {__version__}  python {platform.python_version()}  torch {torch.__version__}")
+    cpu_kernels = "/".join(_dispatch.CPU_KERNEL_ISAS) if _dispatch.HAS_CPU_KERNELS else "not available"
     print(
         f"triton: {'installed' if _dispatch.HAS_TRITON else 'not installed'}"
         f"  interpreter: {'on' if _dispatch.interpreting() else 'off'}"
+        f"  compiled CPU kernels: {cpu_kernels}"
         f"  faiss: {'installed' if _dispatch.HAS_FAISS else 'not installed'}"
     )
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     for device in devices:
         path = "triton" if _dispatch.use_triton(device) else "torch"
-        search = "faiss" if _dispatch.use_faiss(device) else path
-        print(f"{device.type}: {path} (nearest-code search: {search})")
+        print(f"{device.type}: {path} (nearest-code search: {_search_path(device)})")
     return 0
+
+
+def _search_path(device: torch.device) -> str:
+    """The path ``kernels.nearest_code`` takes on ``device``, with the compiled kernel's instruction set."""
+    from kernels import _dispatch
+
+    path = _dispatch.nearest_code_path(device)
+    if path == "native":
+        from kernels.cpu_impl.nearest_code import ISA
+
+        return f"native {ISA}"
+    return path
 
 
 def _train(args: argparse.Namespace) -> int:

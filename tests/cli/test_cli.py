@@ -18,8 +18,16 @@ def test_backends_reports_the_cpu_path(capsys, monkeypatch):
     assert "cpu: torch" in out or "cpu: triton" in out
     from kernels import _dispatch
 
-    expected = "faiss" if _dispatch.use_faiss(torch.device("cpu")) else ("triton" if "cpu: triton" in out else "torch")
+    cpu = torch.device("cpu")
+    if "cpu: triton" in out:
+        expected = "triton"
+    elif _dispatch.use_native(cpu):
+        expected = f"native {_dispatch.CPU_KERNEL_ISAS[0]}"
+    else:
+        expected = "faiss" if _dispatch.use_faiss(cpu) else "torch"
     assert f"(nearest-code search: {expected})" in out
+    built = "/".join(_dispatch.CPU_KERNEL_ISAS) if _dispatch.HAS_CPU_KERNELS else "not available"
+    assert f"compiled CPU kernels: {built}" in out
     monkeypatch.setenv("TOKENIZER_KERNELS", "torch")
     assert main(["backends"]) == 0
     assert "cpu: torch (nearest-code search: torch)" in capsys.readouterr().out

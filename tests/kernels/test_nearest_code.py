@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import multiprocessing
 
 import pytest
 import torch
@@ -12,7 +13,7 @@ import kernels
 from kernels import _dispatch, reference
 
 nearest_code_module = importlib.import_module("kernels.nearest_code")
-FAISS_PATH = True  # conftest: also run every test here on the faiss backend when faiss is installed
+CPU_SEARCH_PATHS = True  # conftest: also run every test here on the compiled CPU kernels and on faiss
 
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # (N, K, D): empty, ones, primes, sizes just past the Triton tiles (128 rows x 128 codes, 64-wide D
@@ -107,8 +108,12 @@ def _integer_data(n, k, d, device, dtype, copies):
     return z, codebook
 
 
-# (1, 9, 4, 1200): one row against 10,800 codes, faiss's split of the codebook over threads.
-TIE_CASES = [(50, 7, 3, 3), (200, 45, 8, 4), (130, 100, 70, 2), (64, 1, 5, 300), (1, 9, 4, 1200), (3, 16, 16, 5)]
+# (1, 9, 4, 1200): one row against 10,800 codes, faiss's split of the codebook over threads;
+# (20, 30, 600, 7): 210 wide codes, several L2-sized codebook chunks of the compiled kernel.
+TIE_CASES = [
+    (50, 7, 3, 3), (200, 45, 8, 4), (130, 100, 70, 2), (64, 1, 5, 300), (1, 9, 4, 1200), (3, 16, 16, 5),
+    (20, 30, 600, 7),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize("n, k, d, copies", TIE_CASES)
@@ -144,6 +149,17 @@ def test_cosine_ties_between_scaled_copies(path):
     index, distance = kernels.nearest_code(z, codebook, metric="cosine", return_distance=True)
     assert torch.equal(index.cpu(), which)
     assert (distance == 0).all()
+
+
+def test_cosine_with_zero_vectors(path):
+    # F.normalize leaves a zero vector at zero (its norm is clamped at 1e-12): a zero code is at distance 1
+    # from every unit row and at 0 from the zero row, which is at distance 1 from every other code.
+    z, codebook = torch.randn(20, 6, device=path.device), torch.randn(30, 6, device=path.device)
+    z[3], codebook[7] = 0.0, 0.0
+    index, distance = kernels.nearest_code(z, codebook, metric="cosine", return_distance=True)
+    assert (index >= 0).all() and not distance.isnan().any()
+    assert index[3].item() == 7 and abs(distance[3].item()) < 1e-6
+    assert_nearest(z, codebook, index, metric="cosine", distance=distance, min_clear=0.0)
 
 
 def test_all_codes_equal(path):
@@ -224,50 +240,96 @@ def test_deterministic(path, metric):
     for _ in range(2):
         again = kernels.nearest_code(z, codebook, metric=metric, return_distance=True)
         assert torch.equal(again[0], first[0]) and torch.equal(again[1], first[1])
-    if path.backend == "faiss":  # rows are independent there: any split of the batch gives the same bits
+    if path.backend in ("native", "faiss"):  # rows are independent: any split of the batch gives the same bits
         part = kernels.nearest_code(z[123:321], codebook, metric=metric, return_distance=True)
         assert torch.equal(part[0], first[0][123:321]) and torch.equal(part[1], first[1][123:321])
 
 
-def _spy_on_cpu_paths(monkeypatch) -> list[str]:
-    """Record, in call order, which CPU path (``nearest_code_torch`` / ``nearest_code_faiss``) runs."""
-    import kernels.faiss_impl.nearest_code as faiss_module
+@pytest.mark.parametrize("threads", [1, 3])
+def test_results_do_not_depend_on_the_number_of_threads(path, threads):
+    if path.backend not in ("native", "faiss"):
+        pytest.skip("the compiled kernel and faiss promise it (one thread per row); BLAS may split sums")
+    z, codebook = torch.randn(1000, 24, device=path.device), torch.randn(3000, 24, device=path.device)
+    expected = kernels.nearest_code(z, codebook, return_distance=True)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        got = kernels.nearest_code(z, codebook, return_distance=True)
+    finally:
+        torch.set_num_threads(saved)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
 
+
+def _nearest_on_two_threads(z: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    torch.set_num_threads(2)
+    return kernels.nearest_code(z, codebook)
+
+
+@pytest.mark.skipif(not _dispatch.HAS_CPU_KERNELS or _dispatch.interpreting(), reason="needs the compiled kernel")
+def test_compiled_kernel_runs_in_a_forked_child(monkeypatch):
+    # Its worker threads persist between calls; a child forked after a call (a DataLoader worker) has
+    # none of them and must start its own instead of waiting for the parent's.
+    monkeypatch.setenv(_dispatch.BACKEND_ENV, "native")
+    z, codebook = torch.randn(2000, 8), torch.randn(500, 8)
+    expected = _nearest_on_two_threads(z, codebook)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        got = pool.apply_async(_nearest_on_two_threads, (z, codebook)).get(timeout=120)
+    assert torch.equal(got, expected)
+
+
+CPU_PATH_FUNCTIONS = ("nearest_code_torch", "nearest_code_cpu", "nearest_code_faiss")
+
+
+def _spy_on_cpu_paths(monkeypatch) -> list[str]:
+    """Record, in call order, which CPU path (one of ``CPU_PATH_FUNCTIONS``) runs."""
+    modules = [nearest_code_module]
+    if _dispatch.HAS_CPU_KERNELS:
+        modules.append(importlib.import_module("kernels.cpu_impl.nearest_code"))
+    if _dispatch.HAS_FAISS:
+        modules.append(importlib.import_module("kernels.faiss_impl.nearest_code"))
     taken = []
-    for module, name in ((nearest_code_module, "nearest_code_torch"), (faiss_module, "nearest_code_faiss")):
-        real = getattr(module, name)
-        monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **k: taken.append(_name) or _real(*a, **k))
+    for module in modules:
+        for name in CPU_PATH_FUNCTIONS:
+            if hasattr(module, name):
+                real = getattr(module, name)
+                spy = lambda *a, _real=real, _name=name, **k: taken.append(_name) or _real(*a, **k)
+                monkeypatch.setattr(module, name, spy)
     return taken
 
 
-needs_faiss_dispatch = pytest.mark.skipif(
-    not _dispatch.HAS_FAISS or _dispatch.interpreting(),
-    reason="the CPU dispatch picks faiss or PyTorch (needs faiss-cpu; the interpreter runs Triton instead)",
-)
+not_interpreting = pytest.mark.skipif(_dispatch.interpreting(), reason="the interpreter runs Triton on CPU")
 
 
-@needs_faiss_dispatch
+@not_interpreting
 @pytest.mark.parametrize("d", [4, 64, 256])
-def test_faiss_runs_at_every_width_and_for_any_part_of_a_batch(monkeypatch, d):
+def test_cpu_dispatch_takes_the_fastest_available_path_at_every_width(monkeypatch, d):
     monkeypatch.delenv(_dispatch.BACKEND_ENV, raising=False)
     taken = _spy_on_cpu_paths(monkeypatch)
     z, codebook = torch.randn(65, d), torch.randn(40, d)
     kernels.nearest_code(z, codebook)
     kernels.nearest_code(z[:1], codebook)
-    assert taken == ["nearest_code_faiss"] * 2
+    fastest = "cpu" if _dispatch.HAS_CPU_KERNELS else ("faiss" if _dispatch.HAS_FAISS else "torch")
+    assert taken == [f"nearest_code_{fastest}"] * 2
 
 
-@needs_faiss_dispatch
+CPU_SIDES = [
+    pytest.param("native", "cpu", marks=pytest.mark.skipif(not _dispatch.HAS_CPU_KERNELS, reason="not built here")),
+    pytest.param("faiss", "faiss", marks=pytest.mark.skipif(not _dispatch.HAS_FAISS, reason="pip install faiss-cpu")),
+    pytest.param("torch", "torch"),
+]
+
+
+@not_interpreting
 @pytest.mark.parametrize("metric", ["l2", "cosine"])
-@pytest.mark.parametrize("side", ["faiss", "torch"])
-def test_both_cpu_paths_keep_the_contract(monkeypatch, metric, side):
+@pytest.mark.parametrize("side, function", CPU_SIDES)
+def test_every_cpu_path_keeps_the_contract(monkeypatch, metric, side, function):
     monkeypatch.setenv(_dispatch.BACKEND_ENV, side)
     taken = _spy_on_cpu_paths(monkeypatch)
     z = torch.randn(301, 16).to(torch.float16)
     z[5, 3], z[90] = float("nan"), float("inf")
     codebook = torch.randn(257, 16).to(torch.bfloat16)
     index, distance = kernels.nearest_code(z, codebook, metric=metric, return_distance=True)
-    assert taken == [f"nearest_code_{side}"]
+    assert taken == [f"nearest_code_{function}"]
     assert (index[[5, 90]] == -1).all() and distance[[5, 90]].isnan().all()
     good = torch.ones(301, dtype=torch.bool)
     good[[5, 90]] = False
