@@ -7,9 +7,10 @@
 //
 // run(threads, work) calls work(0) on the caller and work(1..threads-1) on workers, returns when all
 // have finished, and rethrows an exception any of them raised. Calls are serialised. After fork() the child has none of the parent's workers; the
-// pool notices (the process id changed) and starts its own.
+// pool notices (the process id changed) and the child starts a pool of its own.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -22,9 +23,17 @@
 
 class ThreadPool {
    public:
+    // The process's pool, never destroyed (workers may outlive static teardown). In a forked child the
+    // parent's workers are gone while its mutex and condition variables still count them as waiting,
+    // so the child gets a new pool (the old one is left behind, unused).
     static ThreadPool& instance() {
-        static ThreadPool* pool = new ThreadPool();  // never destroyed: workers may outlive static teardown
-        return *pool;
+        static std::atomic<ThreadPool*> pool{new ThreadPool()};
+        ThreadPool* current = pool.load();
+        if (current->owner_ != getpid()) {
+            current = new ThreadPool();
+            pool.store(current);
+        }
+        return *current;
     }
 
     void run(int threads, const std::function<void(int)>& work) {
@@ -32,10 +41,6 @@ class ThreadPool {
         const int helpers = threads - 1;
         {
             std::unique_lock<std::mutex> lock(mutex_);
-            if (owner_ != getpid()) {  // a forked child: the workers counted belong to the parent
-                owner_ = getpid();
-                workers_ = 0;
-            }
             for (; workers_ < helpers; ++workers_)
                 std::thread(&ThreadPool::serve, this, workers_ + 1, generation_).detach();
             job_ = &work;
@@ -85,7 +90,7 @@ class ThreadPool {
     std::condition_variable wake_, done_;
     const std::function<void(int)>* job_ = nullptr;
     std::exception_ptr worker_failure_;
-    pid_t owner_;
+    const pid_t owner_;
     int workers_ = 0, wanted_ = 0, running_ = 0;
     uint64_t generation_ = 0;
 };
