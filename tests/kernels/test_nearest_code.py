@@ -29,6 +29,8 @@ SHAPES = [
     (257, 65, 33),
     (65, 300, 100),
     (17, 40, 1024),
+    # the compiled kernel tracks blocks of codes (not code vectors) for K > 4096 with D < 32
+    (129, 5000, 8),
     # faiss's fused kernels (D in 2, 3, 4, 6, 8, 12, 16) work on 16-code steps and 1-4 rows at a time
     (67, 47, 16),
     (70, 19, 4),
@@ -109,10 +111,11 @@ def _integer_data(n, k, d, device, dtype, copies):
 
 
 # (1, 9, 4, 1200): one row against 10,800 codes, faiss's split of the codebook over threads;
-# (20, 30, 600, 7): 210 wide codes, several L2-sized codebook chunks of the compiled kernel.
+# (20, 30, 600, 7): 210 wide codes, several L2-sized codebook chunks of the compiled kernel;
+# (40, 700, 6, 7): 4,900 codes, tracked by block there (ties recovered by recomputation).
 TIE_CASES = [
     (50, 7, 3, 3), (200, 45, 8, 4), (130, 100, 70, 2), (64, 1, 5, 300), (1, 9, 4, 1200), (3, 16, 16, 5),
-    (20, 30, 600, 7),
+    (20, 30, 600, 7), (40, 700, 6, 7),
 ]  # fmt: skip
 
 

@@ -1,5 +1,6 @@
-// The nearest-code kernel for CPUs with AVX2 and FMA: 8 fp32 lanes, tiles of 3 rows x 16 codes, blocks of
-// one group (the tile, its per-lane state and the loaded codes fit the 16 ymm registers).
+// The nearest-code kernel for CPUs with AVX2 and FMA: 8 fp32 lanes, tiles of 3 rows x 16 codes (the
+// tile, its per-lane state and the loaded codes fit the 16 ymm registers); blocks of one
+// group where the codebook is large and D small (nearest_code_common.h).
 #if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 
@@ -23,6 +24,14 @@ struct Avx2 {
     KERNEL_TARGET static I broadcast_int(int32_t i) { return _mm256_set1_epi32(i); }
     KERNEL_TARGET static V fma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
     KERNEL_TARGET static V min(V a, V b) { return _mm256_min_ps(a, b); }
+    KERNEL_TARGET static float reduce_min(V a) {
+        __m128 m = _mm_min_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+        m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+        return _mm_cvtss_f32(_mm_min_ss(m, _mm_movehdup_ps(m)));
+    }
+    KERNEL_TARGET static uint32_t lanes_equal(V a, float x) {
+        return _mm256_movemask_ps(_mm256_cmp_ps(a, _mm256_set1_ps(x), _CMP_EQ_OQ));
+    }
     // Lanes where m < best (false for NaN) take m and the block `here`.
     KERNEL_TARGET static void keep_smaller(V& best, I& block, V m, I here) {
         V smaller = _mm256_cmp_ps(m, best, _CMP_LT_OQ);
@@ -36,6 +45,8 @@ struct Avx2 {
 
 int nearest_code_avx2(const float* x, int64_t n, const float* codes, int64_t k, int64_t d, bool cosine,
                       int64_t* index, float* distance, int threads) {
-    return search<Avx2, 3, 2, 1>(x, n, codes, k, d, cosine, index, distance, threads);
+    if (d >= PER_VECTOR_FROM_D || k <= PER_VECTOR_UP_TO_K)
+        return search<Avx2, 3, 2, 1, true>(x, n, codes, k, d, cosine, index, distance, threads);
+    return search<Avx2, 3, 2, 1, false>(x, n, codes, k, d, cosine, index, distance, threads);
 }
 #endif

@@ -15,14 +15,17 @@
 // padding past K, which therefore never wins). One register tile is R queries x G codes: per channel j,
 // NV code vectors are loaded and each query's x_j is broadcast into NV FMAs.
 //
-// Running minimum without index bookkeeping per code. Groups are taken S at a time (a block); each
-// query keeps, per lane, the smallest s seen (best[]) and the block where it was first seen (block[]).
-// Inside a block only a lane-wise minimum is taken (one `min` per code vector); once per block it is
-// compared with best[] (strict <, so the earliest block keeps a tie). At the end the row's minimum is
-// the smallest lane value, and its index is recovered by recomputing s for the S * NV candidate codes
-// of each lane holding that value, in code order (the same FMA chain gives the same bits), keeping the
-// first match per lane and the lowest index over lanes: ties go to the lowest code index, as on every
-// other path.
+// Running minimum. Each query keeps, per lane, the smallest s seen (best[]) and where it was first
+// seen (block[]); a lane's codes are visited in increasing index order and updates use strict <, so
+// the earliest code keeps a tie. Two ways to track "where", chosen by D (see the per-ISA files):
+// - PER_VECTOR (large D, where a compare per code vector is cheap next to its D FMAs): block[] holds the
+//   code vector's number, and code = vector * W + lane.
+// - per block (small D, where that compare would cost as much as the FMAs): groups are taken S at a
+//   time; inside a block only a lane-wise minimum is taken (one `min` per code vector), compared with
+//   best[] once per block. The index is recovered at the end by recomputing s for the S * NV candidate
+//   codes of the lane, in code order (the same FMA chain gives the same bits): the first match.
+// The row's minimum is the smallest lane value; over the lanes holding it the lowest code index wins:
+// ties go to the lowest code index, as on every other path.
 //
 // A row whose minimum is not finite (NaN/Inf in the row, or every s overflowing fp32) gets index -1
 // and that minimum as its distance; the Python caller sorts those out.
@@ -32,8 +35,9 @@
 // results do not depend on the number of threads. The codebook is walked in chunks (whole blocks) whose
 // packed panel stays in the core's L2 cache while every row tile of the row block passes over it.
 
-template <class T, int R, int NV, int S>
+template <class T, int R, int NV, int S, bool PER_VECTOR>
 struct NearestCode {
+    static_assert(!PER_VECTOR || S == 1, "per-vector tracking visits one group at a time");
     using V = typename T::V;
     using I = typename T::I;
     static constexpr int W = T::W;
@@ -72,11 +76,20 @@ struct NearestCode {
                         for (int v = 0; v < NV; ++v) acc[r][v] = T::fma(xj, code[v], acc[r][v]);
                     }
                 }
-                for (int r = 0; r < R; ++r)
-                    for (int v = 0; v < NV; ++v) block_min[r] = T::min(acc[r][v], block_min[r]);
+                for (int r = 0; r < R; ++r) {
+                    for (int v = 0; v < NV; ++v) {
+                        if constexpr (PER_VECTOR)
+                            T::keep_smaller(lane_best[r], lane_block[r], acc[r][v],
+                                            T::broadcast_int(static_cast<int32_t>(g * NV + v)));
+                        else
+                            block_min[r] = T::min(acc[r][v], block_min[r]);
+                    }
+                }
             }
-            I here = T::broadcast_int(static_cast<int32_t>(b0 / S));
-            for (int r = 0; r < R; ++r) T::keep_smaller(lane_best[r], lane_block[r], block_min[r], here);
+            if constexpr (!PER_VECTOR) {
+                I here = T::broadcast_int(static_cast<int32_t>(b0 / S));
+                for (int r = 0; r < R; ++r) T::keep_smaller(lane_best[r], lane_block[r], block_min[r], here);
+            }
         }
         for (int r = 0; r < R; ++r) {
             T::store(best + r * W, lane_best[r]);
@@ -85,45 +98,48 @@ struct NearestCode {
     }
 
     // The lowest code index reaching the row's minimum (-1 when the minimum is not finite) and the distance.
-    // A lane's S * NV candidates are recomputed side by side (independent FMA chains, so the cost is
-    // one chain's latency rather than S * NV of them) and the first in code order that matches wins.
     KERNEL_TARGET void finish(const float* x, const float* best, const int32_t* block, int64_t* index,
                               float* distance) const {
-        float lowest = std::numeric_limits<float>::infinity();
-        for (int l = 0; l < W; ++l) lowest = best[l] < lowest ? best[l] : lowest;
+        const V lanes = T::load(best);
+        const float lowest = T::reduce_min(lanes);
         int64_t found = -1;
         if (std::isfinite(lowest)) {
-            for (int l = 0; l < W; ++l) {
-                if (!(best[l] == lowest)) continue;
-                int64_t code[S * NV], offset[S * NV];
-                float s[S * NV];
-                int count = 0;
-                const int64_t first = static_cast<int64_t>(block[l]) * S;
-                for (int64_t g = first; g < std::min(groups, first + S); ++g) {
-                    for (int v = 0; v < NV; ++v, ++count) {
-                        code[count] = g * G + v * W + l;
-                        offset[count] = g * d * G + v * W + l;
-                        s[count] = norms[code[count]];
-                    }
-                }
-                for (int64_t j = 0; j < d; ++j)
-                    for (int c = 0; c < count; ++c) s[c] = __builtin_fmaf(x[j], pack[offset[c] + j * G], s[c]);
-                for (int c = 0; c < count; ++c) {
-                    if (s[c] == lowest) {
-                        found = (found < 0 || code[c] < found) ? code[c] : found;
-                        break;
-                    }
-                }
+            for (uint32_t holding = T::lanes_equal(lanes, lowest); holding != 0; holding &= holding - 1) {
+                const int l = __builtin_ctz(holding);
+                const int64_t code = PER_VECTOR ? int64_t{block[l]} * W + l : recover(x, block[l], l, lowest);
+                found = (found < 0 || code < found) ? code : found;
             }
         }
+        float partial[8] = {};  // ||x||^2 in eight interleaved sums (short dependency chains)
+        for (int64_t j = 0; j < d; ++j) partial[j % 8] += x[j] * x[j];
         float squared = 0.f;
-        for (int64_t j = 0; j < d; ++j) squared += x[j] * x[j];
+        for (float p : partial) squared += p;
         *index = found;
         *distance = found < 0 ? lowest : std::max(0.f, squared + lowest);
     }
+
+    // Per-block tracking: the first of lane l's S * NV candidate codes in `block` whose s equals
+    // `lowest`, recomputed side by side (independent FMA chains: one chain's latency, not S * NV).
+    KERNEL_TARGET int64_t recover(const float* x, int32_t block, int l, float lowest) const {
+        int64_t code[S * NV], offset[S * NV];
+        float s[S * NV];
+        int count = 0;
+        const int64_t first = int64_t{block} * S;
+        for (int64_t g = first; g < std::min(groups, first + S); ++g) {
+            for (int v = 0; v < NV; ++v, ++count) {
+                code[count] = g * G + v * W + l;
+                offset[count] = g * d * G + v * W + l;
+                s[count] = norms[code[count]];
+            }
+        }
+        for (int64_t j = 0; j < d; ++j)
+            for (int c = 0; c < count; ++c) s[c] = __builtin_fmaf(x[j], pack[offset[c] + j * G], s[c]);
+        for (int c = 0; c < count; ++c)
+            if (s[c] == lowest) return code[c];
+        return -1;  // unreachable: the minimum came from one of these codes
+    }
 };
 
-// Packs codes [k, d] into `pack` / `norms` (see the layout above), groups [g0, g1).
 // max(||v||, 1e-12) for a row v of d floats (what a row is divided by when normalised).
 inline float clamped_norm(const float* v, int64_t d) {
     float squared = 0.f;
@@ -151,10 +167,10 @@ void pack_codes(const float* codes, int64_t k, int64_t d, bool cosine, int64_t g
     }
 }
 
-template <class T, int R, int NV, int S>
+template <class T, int R, int NV, int S, bool PER_VECTOR>
 int search(const float* x, int64_t n, const float* codes, int64_t k, int64_t d, bool cosine, int64_t* index,
            float* distance, int threads) {
-    using Kernel = NearestCode<T, R, NV, S>;
+    using Kernel = NearestCode<T, R, NV, S, PER_VECTOR>;
     constexpr int W = T::W, G = Kernel::G;
     const int64_t groups = (k + G - 1) / G;
     std::unique_ptr<float[]> pack(new (std::nothrow) float[groups * d * G + 1]);
