@@ -199,8 +199,9 @@ def machine_lines(device: torch.device) -> list[str]:
     else:
         dev = "cpu"
     path = "Triton kernels" if _dispatch.use_triton(device) else "vectorised PyTorch path"
-    if path != "Triton kernels" and _dispatch.use_faiss(device):
-        path += " (nearest_code: faiss)"
+    search = _dispatch.nearest_code_path(device)
+    if search in ("native", "faiss"):
+        path += f" (nearest_code: {'compiled kernel' if search == 'native' else 'faiss'})"
     lines = [
         f"CPU     : {cpu_model()}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}",
         f"software: Python {platform.python_version()}, torch {torch.__version__}, triton {triton_version}",

@@ -1,7 +1,8 @@
 """Fused kernels for discrete tokenizers: nearest-code search, EMA codebook update, FSQ.
 
 Every op has a Triton kernel (CUDA, or CPU through ``TRITON_INTERPRET=1``), a vectorised PyTorch
-path, and a plain definition in ``kernels.reference`` that both are tested against.
+path, and a plain definition in ``kernels.reference`` that both are tested against; ``nearest_code``
+also has a compiled CPU kernel (``cpu_impl``) and a faiss path, tested the same way.
 """
 
 from .ema_update import codebook_stats, ema_apply_, ema_update_

@@ -10,9 +10,9 @@
   also works on CUDA tensors; ops without a native or faiss path run PyTorch then).
 
 Why the compiled kernel first. Measured on 2 cores (AMD EPYC, faiss 1.15.1, ``benchmarks/report.py
---nearest``; RESULTS.md) it was faster than faiss's IndexFlat search at most points of issue 17's grid
-(0.03-0.97 of its time) and at most 5% slower at the rest (K = 1024 with N = 65536), while faiss beat the
-PyTorch path at 27 of 30 shapes with D >= 64 and by far more at small D.
+--nearest``; RESULTS.md) it took 0.03-0.91 of faiss's IndexFlat search time at every point of issue 17's
+grid (both metrics), and faiss beat the PyTorch path at 27 of 30 shapes with D >= 64 and by far more at
+small D.
 
 Every Triton launch runs inside ``device_guard(tensor)``: Triton launches on the *current* CUDA device,
 which need not be the one the tensors live on (``cuda:1`` tensors while ``cuda:0`` is current).

@@ -1,8 +1,9 @@
 """``nearest_code`` on CPU through faiss's exact k=1 search (``faiss.knn_L2sqr``), one native call.
 
-Why faiss. For k=1 faiss fuses the distance and the running minimum: for D in {2, 3, 4, 6, 8, 12, 16}
-a register-tiled SIMD kernel that never writes a distance to memory, otherwise sgemm into a bounded
-4096 x 1024 block followed by a SIMD argmin. Both are parallel over queries in one OpenMP region, so
+The fallback where the compiled kernel (``cpu_impl``) is not built. Why faiss there: for k=1 it
+fuses the distance and the running minimum: for D in {2, 3, 4, 6, 8, 12, 16} a register-tiled SIMD
+kernel that never writes a distance to memory, otherwise sgemm into a bounded 4096 x 1024 block
+followed by a SIMD argmin. Both are parallel over queries in one OpenMP region, so
 a busy machine stalls it once, not once per small ATen op. No PyTorch program reaches the fused
 kernel's speed at small D: merely writing the distance blocks costs more.
 
