@@ -3,8 +3,9 @@
 Why a kernel of our own. For small D the search is bound by multiply-adds, for large D by how well the
 distance tiles stay in cache; faiss (the fastest library at this) keeps a per-code index update in its
 fused small-D loop and writes 4096 x 1024 distance blocks to memory at larger D. The kernel here keeps
-R x 32 distances in registers, folds them into per-lane minima without index bookkeeping, and recovers
-the index once per row; ``benchmarks/RESULTS.md`` has the figures against faiss.
+4 x 64 distances (AVX-512) in registers and folds them into per-lane minima, remembering the code vector
+(or, for small D with a large codebook, only the block, the index then recovered once per row);
+``benchmarks/RESULTS.md`` has the figures against faiss: 0.03-0.91 of its time over issue 17's grid.
 
 Contract, as on the other paths:
 - Distances: ``||e_k||^2 - 2 <z_n, e_k>`` as one fp32 FMA chain per code, ``||z_n||^2`` added at the
